@@ -1,0 +1,1 @@
+"""Shared engine: solvers, training loop, checkpoints, parallelism, metrics. No paper lives here."""
