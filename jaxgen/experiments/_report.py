@@ -54,8 +54,12 @@ def finish(
     plots: Sequence[str] = (),
     notes: str = "",
     wall_time_s: float | None = None,
+    timing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-  """Write ``result.json`` and ``report.md``; return the result dict.
+  """Write ``result.json``, ``run.json`` and ``report.md``; return the result dict.
+
+  ``result.json`` holds only what the seed determines (so two runs with one seed give identical files);
+  ``run.json`` holds what varies between machines and runs: wall time, throughput, the environment.
 
   Args:
     out_dir: the run folder.
@@ -68,6 +72,7 @@ def finish(
     plots: file names (inside ``out_dir``) of the PNG plots.
     notes: extra markdown (why a claim may not hold at CPU scale, deviations from the paper).
     wall_time_s: run time.
+    timing: other machine-dependent numbers (throughput...), written to ``run.json``.
   """
   out = Path(out_dir)
   result = {
@@ -78,10 +83,10 @@ def finish(
       "metrics": metrics_lib.to_json_safe(dict(metrics)),
       "config": config_dict(config),
       "plots": list(plots),
-      "wall_time_s": wall_time_s,
-      "environment": environment(),
   }
   metrics_lib.write_json(out / "result.json", result)
+  run_info = {"wall_time_s": wall_time_s, **dict(timing or {}), "environment": environment()}
+  metrics_lib.write_json(out / "run.json", run_info)
   lines = [
       f"# {name}",
       "",
@@ -103,9 +108,9 @@ def finish(
     lines += [notes.strip(), ""]
   if wall_time_s is not None:
     lines += [f"Wall time: {wall_time_s:.1f} s on {jax.default_backend()} "
-              f"({jax.device_count()} device(s)).", ""]
+              f"({jax.device_count()} device(s)); details in `run.json`.", ""]
   (out / "report.md").write_text("\n".join(lines))
-  return result
+  return {**result, "wall_time_s": wall_time_s}
 
 
 def _fmt(value: Any) -> str:

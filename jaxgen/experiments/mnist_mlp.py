@@ -132,8 +132,6 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
       "final_train_loss": float(train_recs[-1]["loss"]),
       "steps": int(fitted.state.step),
       "epochs": config.num_steps / batches.steps_per_epoch,
-      "steps_per_second": config.num_steps / wall,
-      "resumed_from_step": fitted.resumed_from,
   }
   held = test_acc >= config.target_accuracy
   return _report.finish(
@@ -141,4 +139,6 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
       measured=(f"test accuracy {test_acc:.4f} after {config.num_steps} steps "
                 f"(target {config.target_accuracy}), final train loss {metrics['final_train_loss']:.4f}."),
       plots=[plot.name], wall_time_s=wall,
+      timing={"steps_per_second": (config.num_steps - (fitted.resumed_from or 0)) / wall,
+              "resumed_from_step": fitted.resumed_from},
       notes="Checkpoints are in `checkpoints/`; `jaxgen reproduce mnist-mlp --resume` continues an interrupted run.")

@@ -40,12 +40,13 @@ def test_reproduce_writes_the_run_folder(tmp_path):
   # 60 steps of a small MLP already beat chance by far; a broken pipeline would sit near 0.1.
   assert saved["metrics"]["test_accuracy"] > 0.6
   assert result["metrics"] == saved["metrics"]
+  assert "wall_time_s" in json.loads((run / "run.json").read_text())
   assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["30", "60"]
 
   # --resume with the same config continues from the last checkpoint (here: already finished).
   again = experiments.reproduce("mnist-mlp", quick=True, out_dir=tmp_path, progress=False, num_steps=60,
                                 checkpoint_every=30, eval_every=30, hidden=(32,), resume=True)
-  assert again["metrics"]["resumed_from_step"] == 60
+  assert json.loads((run / "run.json").read_text())["resumed_from_step"] == 60
   assert again["metrics"]["test_accuracy"] == saved["metrics"]["test_accuracy"]
   with pytest.raises(ValueError, match="different config"):
     experiments.reproduce("mnist-mlp", quick=True, out_dir=tmp_path, progress=False, num_steps=61, resume=True)
@@ -71,6 +72,16 @@ def test_reproduce_all_writes_index(tmp_path, monkeypatch):
   index = (tmp_path / "index.md").read_text()
   assert "| ok-one | ok | yes | acc=0.5 |" in index and "[report](ok-one/report.md)" in index
   assert "| broken | error: RuntimeError: boom | no |" in index
+
+
+def test_same_seed_gives_identical_result_json(tmp_path):
+  kwargs = dict(quick=True, progress=False, num_steps=20, checkpoint_every=20, eval_every=20, hidden=(16,))
+  experiments.reproduce("mnist-mlp", out_dir=tmp_path / "a", **kwargs)
+  experiments.reproduce("mnist-mlp", out_dir=tmp_path / "b", **kwargs)
+  a = (tmp_path / "a" / "mnist-mlp" / "result.json").read_text()
+  assert a == (tmp_path / "b" / "mnist-mlp" / "result.json").read_text()
+  experiments.reproduce("mnist-mlp", out_dir=tmp_path / "c", seed=1, **kwargs)
+  assert a != (tmp_path / "c" / "mnist-mlp" / "result.json").read_text()
 
 
 @pytest.mark.slow
