@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -185,6 +186,26 @@ def epoch_batches(data: PyTree, batch_size: int, seed: int, *, shuffle: bool = T
   return batches
 
 
+class CheckpointWarning(UserWarning):
+  """A checkpoint could not be read and an older one was used instead."""
+
+
+def _restore_newest_readable(ckpt: checkpoint_lib.Checkpointer, target: TrainState) -> tuple[int, TrainState] | None:
+  """Restore the newest checkpoint that reads back; warn about (and skip) unreadable newer ones."""
+  steps = sorted(ckpt.all_steps(), reverse=True)
+  errors = []
+  for step in steps:
+    try:
+      return step, ckpt.restore(step, target)
+    except Exception as err:  # orbax raises many types for truncated / corrupted files
+      errors.append(f"step {step}: {type(err).__name__}: {err}")
+      warnings.warn(f"checkpoint {ckpt.directory / str(step)} is unreadable ({type(err).__name__}: {err}); "
+                    "trying the previous one", CheckpointWarning, stacklevel=3)
+  if errors:
+    raise RuntimeError(f"no readable checkpoint in {ckpt.directory}:\n" + "\n".join(errors))
+  return None
+
+
 class FitResult(NamedTuple):
   state: TrainState
   history: list[dict[str, Any]]  # every record written to metrics.jsonl (train and eval)
@@ -245,9 +266,9 @@ def fit(
   ckpt = checkpoint_lib.Checkpointer(out_path / "checkpoints", max_to_keep=max_to_keep) if out_path else None
   resumed_from = None
   try:
-    if ckpt is not None and resume and ckpt.latest_step() is not None:
-      resumed_from = ckpt.latest_step()
-      state = ckpt.restore(resumed_from, state)
+    restored = _restore_newest_readable(ckpt, state) if ckpt is not None and resume else None
+    if restored is not None:
+      resumed_from, state = restored
     else:
       state = jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state)
     if mesh is not None:

@@ -207,3 +207,21 @@ def test_checkpoint_missing_raises(tmp_path):
 def test_flax_module_is_used():
   # Guard: the helper model really is a Flax module with dropout (the resume test relies on randomness).
   assert issubclass(MLP, nn.Module)
+
+
+def test_corrupted_checkpoint_falls_back_to_previous(tmp_path):
+  data = _problem()
+  batches = train.epoch_batches(data, 16, seed=3)
+  state0, loss_fn, optimizer = _setup()
+  step = train.make_train_step(loss_fn, optimizer, has_aux=True)
+  full = train.fit(state0, step, batches, 12, progress=False)
+  train.fit(state0, step, batches, 8, out_dir=tmp_path, checkpoint_every=4, progress=False)
+  # Corrupt every array file of the newest checkpoint (step 8).
+  newest = tmp_path / "checkpoints" / "8"
+  for path in newest.rglob("*"):
+    if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+      path.write_bytes(b"\0garbage" * 3)
+  with pytest.warns(train.CheckpointWarning, match="unreadable"):
+    resumed = train.fit(state0, step, batches, 12, out_dir=tmp_path, checkpoint_every=4, progress=False)
+  assert resumed.resumed_from == 4
+  _leaves_equal(full.state, resumed.state)
