@@ -145,6 +145,48 @@ def make_train_step(
   )
 
 
+class ParamsEmaState(NamedTuple):
+  """State of :func:`track_params_ema`: the exponential moving average of the parameters."""
+
+  ema: PyTree
+
+
+def track_params_ema(decay: float) -> optax.GradientTransformation:
+  r"""Keep an exponential moving average of the parameters inside the optimizer state.
+
+  Chain it *last* (``optax.chain(optimizer, track_params_ema(0.999))``): it passes the updates through unchanged
+  and tracks :math:`\bar\theta \leftarrow d\,\bar\theta + (1 - d)(\theta + u)` — the average of the parameters
+  *after* each update. Because it lives in ``opt_state``, the average is checkpointed, resumed and sharded like
+  everything else. Read it back with :func:`params_ema`.
+
+  Args:
+    decay: :math:`d` in ``[0, 1)``.
+  """
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"decay must be in [0, 1), got {decay}")
+
+  def init_fn(params):
+    return ParamsEmaState(jax.tree.map(lambda p: jnp.asarray(p).copy(), params))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("track_params_ema needs params: call optimizer.update(grads, state, params)")
+    ema = jax.tree.map(lambda e, p, u: (decay * e + (1.0 - decay) * (p + u)).astype(e.dtype),
+                       state.ema, params, updates)
+    return updates, ParamsEmaState(ema)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def params_ema(opt_state: optax.OptState) -> PyTree:
+  """The averaged parameters tracked by :func:`track_params_ema` somewhere inside ``opt_state``."""
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, ParamsEmaState))
+           if isinstance(s, ParamsEmaState)]
+  if len(found) != 1:
+    raise ValueError(f"opt_state must contain exactly one ParamsEmaState (chain track_params_ema), found {len(found)}")
+  return found[0].ema
+
+
 def epoch_batches(data: PyTree, batch_size: int, seed: int, *, shuffle: bool = True) -> BatchFn:
   """A deterministic batch source over in-memory arrays: ``batches(step) -> batch``.
 

@@ -225,3 +225,20 @@ def test_corrupted_checkpoint_falls_back_to_previous(tmp_path):
     resumed = train.fit(state0, step, batches, 12, out_dir=tmp_path, checkpoint_every=4, progress=False)
   assert resumed.resumed_from == 4
   _leaves_equal(full.state, resumed.state)
+
+
+def test_params_ema_tracks_post_update_average():
+  params = {"w": jnp.array([1.0, 2.0])}
+  tx = optax.chain(optax.sgd(0.5), train.track_params_ema(0.9))
+  state = tx.init(params)
+  ema_ref = np.array([1.0, 2.0])
+  p = params
+  for grad in ([1.0, 0.0], [0.0, 2.0], [4.0, 4.0]):
+    updates, state = tx.update({"w": jnp.array(grad)}, state, p)
+    p = optax.apply_updates(p, updates)
+    ema_ref = 0.9 * ema_ref + 0.1 * np.asarray(p["w"])
+  np.testing.assert_allclose(np.asarray(train.params_ema(state)["w"]), ema_ref, rtol=1e-6)
+  with pytest.raises(ValueError, match="decay"):
+    train.track_params_ema(1.0)
+  with pytest.raises(ValueError, match="exactly one"):
+    train.params_ema(optax.sgd(0.1).init(params))
