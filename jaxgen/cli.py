@@ -1,7 +1,7 @@
 """The ``jaxgen`` command.
 
   jaxgen list                                   registered experiments
-  jaxgen reproduce NAME|all [--quick] [--out DIR] [--seed N] [--resume] [--no-progress]
+  jaxgen reproduce NAME|all [--quick] [--out DIR] [--seed N] [--resume] [--no-progress] [--set KEY=VALUE ...]
   jaxgen data list [--data-dir DIR]             datasets: name, size, present?
   jaxgen data verify [--data-dir DIR]           sha256 check of every present dataset (exit 1 if any is corrupt)
 
@@ -39,7 +39,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             file=sys.stderr)
       return 2
     result = experiments.reproduce(args.name, quick=args.quick, out_dir=args.out, seed=args.seed,
-                                   resume=args.resume, progress=progress)
+                                   resume=args.resume, progress=progress, **_parse_sets(args.set))
     results = [{**result, "status": "ok"}]
   failed = False
   for r in results:
@@ -48,6 +48,22 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"{r['experiment']}: {status}; claim held: {'yes' if r.get('held') else 'no'}; {r.get('measured', '')}")
   print(f"results in {args.out}/")
   return 1 if failed else 0
+
+
+def _parse_sets(items: list[str]) -> dict:
+  """``["model.width=128", "dataset=fashion_mnist"]`` -> ``{"model.width": 128, "dataset": "fashion_mnist"}``."""
+  import ast
+
+  out = {}
+  for item in items:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+      raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+    try:
+      out[key] = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      out[key] = raw
+  return out
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -85,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
   p_rep.add_argument("--seed", type=int, default=None, help="override the preset's seed")
   p_rep.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
   p_rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+  p_rep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field (dots for nested fields), e.g. --set dataset=fashion_mnist")
   p_rep.set_defaults(func=_cmd_reproduce)
 
   p_data = sub.add_parser("data", help="list or verify the offline datasets")

@@ -57,3 +57,10 @@ def test_data_verify_refuses_corrupted_copy_by_name(tmp_path, monkeypatch, capsy
 def test_console_script_entry_point():
   out = subprocess.run([sys.executable, "-m", "jaxgen.cli", "list"], capture_output=True, text=True, check=True)
   assert "mnist-mlp" in out.stdout
+
+
+def test_parse_sets():
+  assert cli._parse_sets(["model.width=128", "dataset=fashion_mnist", "sample_steps=(1, 2)"]) == {
+      "model.width": 128, "dataset": "fashion_mnist", "sample_steps": (1, 2)}
+  with pytest.raises(SystemExit):
+    cli._parse_sets(["novalue"])

@@ -34,7 +34,8 @@ class Config:
   """Flow model, evaluation classifier, and the sampling sweep.
 
   Attributes:
-    model: the flow model (dataset, architecture, training).
+    dataset: ``"mnist"`` or ``"fashion_mnist"``; copied into ``model`` and ``classifier``.
+    model: the flow model (architecture, training).
     classifier: the evaluation CNN (trained once per dataset, cached).
     sample_steps: Euler step counts to evaluate.
     samples_per_class: generated images per class for each step count.
@@ -42,6 +43,7 @@ class Config:
     seed: sampling seed (the model's own seed is ``model.seed``).
   """
 
+  dataset: str = "mnist"
   model: _flow_models.FlowModelConfig = _flow_models.FlowModelConfig(width=512, depth=4, num_steps=20000,
                                                                       checkpoint_every=2500)
   classifier: _classifier.ClassifierConfig = _classifier.ClassifierConfig()
@@ -49,6 +51,11 @@ class Config:
   samples_per_class: int = 200
   target_accuracy: float = 0.9
   seed: int = 0
+
+  def __post_init__(self):
+    # One dataset for the model and its evaluator (e.g. `jaxgen reproduce flow-mnist --set dataset=fashion_mnist`).
+    object.__setattr__(self, "model", dataclasses.replace(self.model, dataset=self.dataset))
+    object.__setattr__(self, "classifier", dataclasses.replace(self.classifier, dataset=self.dataset))
 
   @classmethod
   def quick(cls) -> Config:
@@ -65,9 +72,6 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   _report.write_config(out, NAME, config)
-  if config.classifier.dataset != config.model.dataset:
-    raise ValueError(f"classifier.dataset ({config.classifier.dataset}) must equal model.dataset "
-                     f"({config.model.dataset})")
   if not config.sample_steps or min(config.sample_steps) < 1:
     raise ValueError(f"sample_steps must be positive step counts, got {config.sample_steps}")
 

@@ -59,15 +59,34 @@ def load(name: str) -> ModuleType:
 
 
 def make_config(name: str, *, quick: bool, seed: int | None = None, **overrides: Any) -> Any:
-  """The ``quick`` or ``full`` preset of ``name``, with ``seed`` and any field overrides applied."""
+  """The ``quick`` or ``full`` preset of ``name``, with ``seed`` and any field overrides applied.
+
+  Overrides may name nested fields with dots (``{"model.width": 128}``).
+  """
   module = load(name)
   config = module.Config.quick() if quick else module.Config.full()
   if seed is not None:
     overrides["seed"] = seed
-  unknown = set(overrides) - {f.name for f in dataclasses.fields(config)}
-  if unknown:
-    raise ValueError(f"unknown config fields for {name}: {sorted(unknown)}")
-  return dataclasses.replace(config, **overrides)
+  return _replace_fields(config, overrides, name)
+
+
+def _replace_fields(config: Any, overrides: dict[str, Any], where: str) -> Any:
+  fields = {f.name for f in dataclasses.fields(config)}
+  direct, nested = {}, {}
+  for key, value in overrides.items():
+    head, _, rest = key.partition(".")
+    if head not in fields:
+      raise ValueError(f"unknown config fields for {where}: [{key!r}] (fields: {sorted(fields)})")
+    if rest:
+      nested.setdefault(head, {})[rest] = value
+    else:
+      direct[head] = value
+  for head, sub in nested.items():
+    inner = direct.get(head, getattr(config, head))
+    if not dataclasses.is_dataclass(inner):
+      raise ValueError(f"config field {where}.{head} is not a nested config; cannot set {sorted(sub)}")
+    direct[head] = _replace_fields(inner, sub, f"{where}.{head}")
+  return dataclasses.replace(config, **direct)
 
 
 def reproduce(

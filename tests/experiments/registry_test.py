@@ -89,3 +89,13 @@ def test_quick_preset_reaches_target(tmp_path):
   result = experiments.reproduce("mnist-mlp", quick=True, out_dir=tmp_path, progress=False)
   assert result["metrics"]["test_accuracy"] >= 0.95
   assert result["held"]
+
+
+def test_nested_overrides_with_dots():
+  config = experiments.make_config("flow-mnist", quick=True, **{"model.width": 64, "dataset": "fashion_mnist"})
+  assert config.model.width == 64
+  assert config.model.dataset == config.classifier.dataset == "fashion_mnist"
+  with pytest.raises(ValueError, match="unknown config fields"):
+    experiments.make_config("flow-mnist", quick=True, **{"model.nope": 1})
+  with pytest.raises(ValueError, match="not a nested config"):
+    experiments.make_config("flow-mnist", quick=True, **{"seed.x": 1})
