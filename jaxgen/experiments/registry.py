@@ -38,6 +38,8 @@ _EXPERIMENTS: tuple[ExperimentInfo, ...] = (
                    "Template: an MLP classifier on MNIST through core.fit, with checkpoints and a loss curve"),
     ExperimentInfo("flow-mnist", "jaxgen.experiments.flow_mnist",
                    "Class-conditional flow matching on MNIST: FD and sample class accuracy vs Euler steps"),
+    ExperimentInfo("cfg-zero-star-gmm", "jaxgen.experiments.cfg_zero_star_gmm",
+                   "CFG-Zero* vs CFG on an exact 2-D Gaussian-mixture flow (spec E1, E2, E5)"),
 )
 
 
