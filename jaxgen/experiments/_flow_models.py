@@ -90,6 +90,7 @@ class FlowModel(NamedTuple):
   params: Any  # EMA parameters
   step: int
   history: list[dict[str, Any]]
+  raw_params: Any = None  # the trained parameters themselves (no averaging)
 
   def velocity_fn(self) -> Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]:
     """``v(params, t, x, y)`` (t scalar or ``[B]``, labels ``[B]``; ``y = NULL_CLASS`` is unconditional)."""
@@ -129,7 +130,7 @@ def train_flow_model(config: FlowModelConfig, *, progress: bool = True) -> FlowM
                      checkpoint_every=config.checkpoint_every, max_to_keep=None, progress=progress,
                      desc=f"flow[{config.dataset},{config.arch}]")
   return FlowModel(config, module, train.params_ema(fitted.state.opt_state), int(fitted.state.step),
-                   fitted.history)
+                   fitted.history, fitted.state.params)
 
 
 def load_flow_model(config: FlowModelConfig, step: int, *, progress: bool = True) -> FlowModel:
@@ -142,7 +143,7 @@ def load_flow_model(config: FlowModelConfig, step: int, *, progress: bool = True
   module, _, state = _initial_state(config)
   restored = checkpoint_lib.restore(_cache.entry_dir("flow", config) / "checkpoints", state, step=step)
   return FlowModel(config, module, train.params_ema(restored.opt_state), step,
-                   [r for r in final.history if r["step"] <= step])
+                   [r for r in final.history if r["step"] <= step], restored.params)
 
 
 def sample(

@@ -40,6 +40,8 @@ _EXPERIMENTS: tuple[ExperimentInfo, ...] = (
                    "Class-conditional flow matching on MNIST: FD and sample class accuracy vs Euler steps"),
     ExperimentInfo("cfg-zero-star-gmm", "jaxgen.experiments.cfg_zero_star_gmm",
                    "CFG-Zero* vs CFG on an exact 2-D Gaussian-mixture flow (spec E1, E2, E5)"),
+    ExperimentInfo("cfg-zero-star", "jaxgen.experiments.cfg_zero_star",
+                   "CFG-Zero* and ablations vs CFG on trained MNIST/Fashion-MNIST flow models, early and final"),
 )
 
 
