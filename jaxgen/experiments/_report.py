@@ -116,6 +116,10 @@ def finish(
 def _fmt(value: Any) -> str:
   if isinstance(value, float):
     return f"{value:.4g}"
+  if isinstance(value, dict):
+    if len(value) > 12:
+      return f"{{{len(value)} entries}}"
+    return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
   if isinstance(value, list) and len(value) > 8:
     return f"[{len(value)} values]"
   return str(value)

@@ -25,3 +25,20 @@ def test_tiny_run_writes_json(tmp_path):
     # The scanned sampler and the Python loop of jitted steps compute the same thing.
     assert row["max_abs_diff_scan_vs_loop"] < 1e-4
   assert report["held"].keys() == {"scan_not_slower_than_loop", "scan_3x_faster_than_eager"}
+
+
+def _load_named(name):
+  path = BENCH.parent / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_guidance_overhead_tiny_run(tmp_path):
+  out = tmp_path / "overhead.json"
+  _load_named("guidance_overhead").main(["--tiny", "--repeats", "1", "--out", str(out)])
+  saved = json.loads(out.read_text())
+  assert saved["benchmark"] == "guidance_overhead" and len(saved["results"]) == 2
+  for row in saved["results"]:
+    assert row["cfg_zero_star_over_cfg_time_ratio"] > 0 and row["num_zero_steps"] == 1
