@@ -1,0 +1,19 @@
+"""Optimizers as optax ``GradientTransformation`` s: SPAM and Stable-SPAM.
+
+* :func:`spam` / :func:`scale_by_spam` — SPAM (Huang et al., ICLR 2025, arXiv 2501.06842).
+* :func:`stable_spam` / :func:`scale_by_stable_spam` — Stable-SPAM (Huang et al. 2025, arXiv 2502.17055), plus
+  :func:`stable_spam_diagnostics` for clip fractions and pre/post-AdaGN norms.
+"""
+
+from jaxgen.optim.spam import SpamState, scale_by_spam, spam
+from jaxgen.optim.stable_spam import StableSpamState, scale_by_stable_spam, stable_spam, stable_spam_diagnostics
+
+__all__ = [
+    "SpamState",
+    "StableSpamState",
+    "scale_by_spam",
+    "scale_by_stable_spam",
+    "spam",
+    "stable_spam",
+    "stable_spam_diagnostics",
+]
