@@ -42,3 +42,12 @@ def test_guidance_overhead_tiny_run(tmp_path):
   assert saved["benchmark"] == "guidance_overhead" and len(saved["results"]) == 2
   for row in saved["results"]:
     assert row["cfg_zero_star_over_cfg_time_ratio"] > 0 and row["num_zero_steps"] == 1
+
+
+def test_optimizer_step_tiny_run(tmp_path):
+  out = tmp_path / "opt.json"
+  _load_named("optimizer_step").main(["--tiny", "--repeats", "2", "--out", str(out)])
+  saved = json.loads(out.read_text())
+  assert set(saved["results"]) == {"adamw", "spam", "stable_spam"}
+  assert saved["results"]["adamw"]["time_ratio_to_adamw"] == 1.0
+  assert all(r["ms_per_step"] > 0 for r in saved["results"].values())
