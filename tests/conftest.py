@@ -15,3 +15,6 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Fail loudly at collection if another plugin or import initialised JAX first and the settings did not take.
+assert jax.config.jax_numpy_rank_promotion == "raise", "jax_numpy_rank_promotion must be 'raise' in tests"

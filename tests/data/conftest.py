@@ -43,9 +43,11 @@ def copy_dataset(tmp_path):
 
 def flip_byte(path: Path, offset: int = 100) -> None:
   """XORs one byte of ``path`` in place (keeps the size, changes the hash)."""
-  data = bytearray(path.read_bytes())
+  original = path.read_bytes()
+  data = bytearray(original)
   data[offset % len(data)] ^= 0xFF
   path.write_bytes(bytes(data))
+  assert path.read_bytes() != original and len(data) == len(original)
 
 
 @pytest.fixture
