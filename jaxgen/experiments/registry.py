@@ -42,6 +42,8 @@ _EXPERIMENTS: tuple[ExperimentInfo, ...] = (
                    "CFG-Zero* vs CFG on an exact 2-D Gaussian-mixture flow (spec E1, E2, E5)"),
     ExperimentInfo("cfg-zero-star", "jaxgen.experiments.cfg_zero_star",
                    "CFG-Zero* and ablations vs CFG on trained MNIST/Fashion-MNIST flow models, early and final"),
+    ExperimentInfo("stable-spam", "jaxgen.experiments.stable_spam",
+                   "Adam vs SPAM vs Stable-SPAM on a tiny LLaMA (char Shakespeare), fp32 vs INT4/FP4 fake quant"),
 )
 
 

@@ -13,6 +13,7 @@
 from jaxgen.nn.cnn import Conv4, SmallCNN, TransductiveBatchNorm
 from jaxgen.nn.dit import DiT
 from jaxgen.nn.layers import Attention, LabelEmbedding, dot_product_attention, timestep_embedding
+from jaxgen.nn.llama import TinyLlama
 from jaxgen.nn.mlp import MLP, FlowMLP
 from jaxgen.nn.unet import UNet
 
@@ -24,6 +25,7 @@ __all__ = [
     "LabelEmbedding",
     "MLP",
     "SmallCNN",
+    "TinyLlama",
     "TransductiveBatchNorm",
     "UNet",
     "dot_product_attention",
