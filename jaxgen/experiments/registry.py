@@ -171,12 +171,14 @@ def _write_index(out: Path, results: list[dict[str, Any]], *, quick: bool) -> No
   lines = [
       f"# jaxgen reproductions ({'quick' if quick else 'full'} presets)",
       "",
-      "| experiment | status | claim held | key numbers | time (s) | report |",
+      "| experiment | status | claim held | measured | time (s) | report |",
       "| --- | --- | --- | --- | ---: | --- |",
   ]
   for r in results:
-    nums = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in list(r.get("metrics", {}).items())[:3] if not isinstance(v, (list, dict)))
+    nums = r.get("measured") or ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in list(r.get("metrics", {}).items())[:3]
+                                          if not isinstance(v, (list, dict)))
+    nums = nums.replace("|", "/")
     link = f"[report]({r['experiment']}/report.md)" if r.get("status") == "ok" else "-"
     lines.append(f"| {r['experiment']} | {r['status']} | {'yes' if r.get('held') else 'no'} | {nums} | "
                  f"{r.get('wall_time_s', 0):.1f} | {link} |")

@@ -70,7 +70,7 @@ def test_reproduce_all_writes_index(tmp_path, monkeypatch):
   assert calls == ["ok-one", "broken"]
   assert [r["status"] for r in results] == ["ok", "error: RuntimeError: boom"]
   index = (tmp_path / "index.md").read_text()
-  assert "| ok-one | ok | yes | acc=0.5 |" in index and "[report](ok-one/report.md)" in index
+  assert "| ok-one | ok | yes | m |" in index and "[report](ok-one/report.md)" in index
   assert "| broken | error: RuntimeError: boom | no |" in index
 
 
