@@ -228,7 +228,7 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
   sweep_gain = {f"w={w:g}": {f"{a:g}": ed(f"optimized-scale@w={w:g},A={a:g}") - ed(f"cfg-zero-star@w={w:g},A={a:g}")
                              for a in config.bias_sweep} for w in SWEEP_WS}
   e5 = {f"w={w:g}": [ed(f"K={k}@w={w:g}") for k in config.zero_steps_sweep] for w in (1.0, 2.0)}
-  noise = max(results[f"cfg-zero-star@w=3"]["ed_std"], results["cfg-zero-star@w=3,misscale"]["ed_std"], 0.005)
+  noise = max(results["cfg-zero-star@w=3"]["ed_std"], results["cfg-zero-star@w=3,misscale"]["ed_std"], 0.005)
   checks = {
       "E1_cfg_zero_star_beats_cfg_at_w3": e1_w3["cfg-zero-star"] < e1_w3["cfg"],
       "E1_optimized_scale_beats_cfg_at_w3": e1_w3["optimized-scale"] < e1_w3["cfg"],

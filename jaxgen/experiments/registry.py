@@ -22,7 +22,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from jaxgen.core import metrics as metrics_lib
 
 
 @dataclasses.dataclass(frozen=True)

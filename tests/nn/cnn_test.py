@@ -104,25 +104,13 @@ def test_small_cnn_features_logits_and_jit():
   assert jax.eval_shape(lambda p, x: model.apply(p, x, method="features"), p16, x16).shape == (2, 128)
 
 
-def test_small_cnn_learns_a_fixed_batch():
+def test_small_cnn_learns_a_fixed_batch(adam_losses):
   model = SmallCNN(channels=(8, 16), feature_dim=32)
   x = _images((16, 16, 16, 1))
   y = jnp.arange(16) % 10
   params = jax.jit(model.init)(INIT_KEY, x)
   loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
-  opt = optax.adam(3e-3)
-
-  @jax.jit
-  def train(params):
-    def step(carry, _):
-      p, s = carry
-      loss, g = jax.value_and_grad(loss_fn)(p)
-      u, s = opt.update(g, s, p)
-      return (optax.apply_updates(p, u), s), loss
-    _, losses = jax.lax.scan(step, (params, opt.init(params)), None, length=20)
-    return losses                                        # losses[k]: loss before update k
-
-  losses = train(params)
+  losses = adam_losses(loss_fn, params, lr=3e-3, steps=20)  # losses[k]: before update k
   assert float(losses[-1]) < 0.5 * float(losses[0])
 
 

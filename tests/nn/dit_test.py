@@ -4,7 +4,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxgen.nn import DiT
@@ -119,7 +118,7 @@ def test_jit_matches_no_jit_and_intermediates(env):
   chex.assert_shape(feats["block_0"]["sa"][0], (B, 49, 32))
 
 
-def test_a_few_adam_steps_reduce_the_flow_matching_loss(env):
+def test_a_few_adam_steps_reduce_the_flow_matching_loss(env, adam_losses):
   model, _, params, _, _, _, _, _ = env
   rng = np.random.default_rng(3)
   x1 = jnp.asarray(np.tanh(rng.standard_normal((B, 28, 28, 1))), jnp.float32)
@@ -129,19 +128,7 @@ def test_a_few_adam_steps_reduce_the_flow_matching_loss(env):
   tb = t[:, None, None, None]
   xt = tb * x1 + (1.0 - tb) * x0
   loss_fn = lambda p: jnp.mean((model.apply(p, xt, t, y) - (x1 - x0)) ** 2)
-  opt = optax.adam(3e-3)
-
-  @jax.jit
-  def train(params):
-    def step(carry, _):
-      p, s = carry
-      loss, g = jax.value_and_grad(loss_fn)(p)
-      u, s = opt.update(g, s, p)
-      return (optax.apply_updates(p, u), s), loss
-    _, losses = jax.lax.scan(step, (params, opt.init(params)), None, length=15)
-    return losses                                        # losses[k]: loss before update k
-
-  losses = train(params)
+  losses = adam_losses(loss_fn, params, lr=3e-3, steps=15)  # losses[k]: before update k
   assert float(losses[-1]) < 0.8 * float(losses[0])
 
 

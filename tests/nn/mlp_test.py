@@ -4,7 +4,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from jaxgen.nn import MLP
@@ -37,24 +36,12 @@ def test_empty_features_raise():
     MLP(()).init(jax.random.key(0), jnp.ones((1, 2)))
 
 
-def test_learns_a_regression_target():
+def test_learns_a_regression_target(adam_losses):
   model = MLP((32, 32, 1))
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.uniform(-1, 1, (64, 2)), jnp.float32)
   y = jnp.sin(3.0 * x[:, :1]) * x[:, 1:]
   params = model.init(jax.random.key(0), x)
   loss_fn = lambda p: jnp.mean((model.apply(p, x) - y) ** 2)
-  opt = optax.adam(1e-2)
-
-  @jax.jit
-  def train(params):
-    def step(carry, _):
-      p, s = carry
-      loss, g = jax.value_and_grad(loss_fn)(p)
-      u, s = opt.update(g, s, p)
-      return (optax.apply_updates(p, u), s), loss
-    _, losses = jax.lax.scan(step, (params, opt.init(params)), None, length=100)
-    return losses                                        # losses[k]: loss before update k
-
-  losses = train(params)
+  losses = adam_losses(loss_fn, params, lr=1e-2, steps=100)  # losses[k]: before update k
   assert float(losses[-1]) < 0.3 * float(losses[0])
