@@ -26,7 +26,10 @@ Counters (the reference's per-tensor ``step``, restarted at resets :math:`t \bmo
    .. math:: u = \frac{m' / (1 - b^{k_{adam}})}{\sqrt{v'} / \sqrt{1 - \beta_2^{k_{adam}}} + \epsilon}.
 
 4. Momentum reset (reference quirk): on a reset step the update still uses :math:`m', v'` (including the
-   current gradient) with :math:`k_{adam} = 1`, and the state stores :math:`m = v = 0`. :math:`T, \mu, \nu` are
+   current gradient) with :math:`k_{adam} = 1`, and the moments are zeroed afterwards. Here the zeroing is
+   applied lazily, when the next update reads the moments (same updates; each step then writes every moment
+   once, in place, with no copy of the donated buffers): right after a reset step ``state.mu`` / ``state.nu``
+   still hold :math:`m', v'`; :func:`stable_spam_moments` gives the reference's (zeroed) values. :math:`T, \mu, \nu` are
    never reset. There is no post-reset learning-rate warm-up (unlike SPAM).
 
 :func:`scale_by_stable_spam` returns :math:`u`. :func:`stable_spam` applies the learning rate and decoupled weight
@@ -81,6 +84,8 @@ import optax
 
 from jaxgen.optim.spam import (
     _agree,
+    _max_abs,
+    _sum_sq_and_abs,
     _bias_correction,
     _check_count,
     _check_in_unit_interval,
@@ -95,7 +100,7 @@ from jaxgen.optim.spam import (
     _skipping_transform,
 )
 
-__all__ = ["StableSpamState", "scale_by_stable_spam", "stable_spam", "stable_spam_diagnostics"]
+__all__ = ["StableSpamState", "scale_by_stable_spam", "stable_spam", "stable_spam_diagnostics", "stable_spam_moments"]
 
 PyTree = Any
 
@@ -128,6 +133,7 @@ class _Step(NamedTuple):
   k_adam: jax.Array       # counter for the Adam bias corrections
   is_reset: jax.Array     # bool: this is a reset step
   decay: bool            # beta1 / gamma1 follow the cosine decay s_t
+  zero_prev: jax.Array    # bool: read the stored moments as zero (reset before use, or a lazily applied reset)
 
 
 def _validate(b1, b2, eps, gamma1, gamma2, gamma3, reset_interval, total_steps, eta_min):
@@ -147,7 +153,7 @@ def _validate(b1, b2, eps, gamma1, gamma2, gamma3, reset_interval, total_steps, 
 def _step_scalars(count, reset_interval, total_steps, eta_min, reference_quirks) -> _Step:
   t = optax.safe_increment(count)
   if reset_interval is None:
-    is_reset = jnp.asarray(False)
+    is_reset = zero_prev = jnp.asarray(False)
     k_stat = k_adam = t
   else:
     enabled, interval = _reset_schedule(t, reset_interval)
@@ -155,10 +161,37 @@ def _step_scalars(count, reset_interval, total_steps, eta_min, reference_quirks)
     if reference_quirks:
       k_stat = jnp.where(enabled & (t > interval), jnp.mod(t - 1, interval) + 2, t)
       k_adam = jnp.where(is_reset, 1, k_stat)
+      zero_prev = _was_reset(count, reset_interval)       # the previous step was a reset: zero lazily now
     else:
       k_stat = t
       k_adam = jnp.where(enabled & (t >= interval), jnp.mod(t, interval) + 1, t)
-  return _Step(t, k_stat, k_adam, is_reset, total_steps is not None)
+      zero_prev = is_reset
+  return _Step(t, k_stat, k_adam, is_reset, total_steps is not None, zero_prev)
+
+
+def _was_reset(count: jax.Array, reset_interval: Any) -> jax.Array:
+  """Whether update number ``count`` (1-based; 0 = none yet) was a reset step."""
+  if reset_interval is None:
+    return jnp.asarray(False)
+  enabled, interval = _reset_schedule(count, reset_interval)
+  return enabled & (count > 0) & (jnp.mod(count, interval) == 0)
+
+
+def stable_spam_moments(state: StableSpamState, reset_interval: int | None = 1000,
+                        reference_quirks: bool = True) -> tuple[PyTree, PyTree]:
+  r"""The Adam moments :math:`(m, v)` the reference would hold after the updates summarised by ``state``.
+
+  With ``reference_quirks=True`` the reference zeroes :math:`m, v` *after* the update of a reset step; here the
+  zeroing is applied when the next update reads them (identical updates, and the step writes each moment once,
+  in place). So right after a reset step ``state.mu`` / ``state.nu`` still hold the moments that step used; this
+  returns zeros for them, i.e. exactly the reference's ``exp_avg`` / ``exp_avg_sq``. Otherwise it returns
+  ``(state.mu, state.nu)``. Pass the optimizer's ``reset_interval``.
+  """
+  if not reference_quirks:
+    return state.mu, state.nu
+  zero = _was_reset(jnp.asarray(state.count), reset_interval)
+  moments = [jax.tree.map(lambda x: jnp.where(zero, jnp.zeros_like(x), x), tree) for tree in (state.mu, state.nu)]
+  return moments[0], moments[1]
 
 
 def _decay_factor(t: jax.Array, hp: dict, dtype: Any) -> jax.Array:
@@ -250,58 +283,65 @@ def _stable_spam_step(grads: PyTree, state: StableSpamState, step: _Step, hp: di
   dtypes = [jnp.dtype(_compute_dtype(g.dtype)) for g in gs]
   stat_dtype = jnp.result_type(*dtypes)                    # dtype of the stacked statistics
   c = coefficients(stat_dtype)
+  raw = gs
   gs = [g.astype(dt) for g, dt in zip(gs, dtypes)]
   stack = lambda xs: jnp.stack([jnp.asarray(x).astype(stat_dtype) for x in xs])  # noqa: E731  # [L]
+  # Two read-only passes over each gradient leaf (max |g|, then the squared norm of the clipped gradient), then
+  # one fused kernel per stored moment and the update reads the stored moments (no copy of donated buffers).
   # 1. AdaClip.
-  g_max = stack([jnp.max(jnp.abs(g)) if g.size else jnp.zeros([], g.dtype) for g in gs])
+  g_max = stack([_max_abs(g) for g in gs])
   finite = jnp.all(jnp.isfinite(g_max))                   # max propagates NaN and inf: no extra pass over g
   if axis_name is not None:
     g_max = jax.lax.pmax(g_max, axis_name)
+  ok = _agree(finite, axis_name)
   clip_ema = c.gamma3 * stack(ts) + c.one_minus_gamma3 * g_max
   tau = clip_ema / c.bc_clip
   ratio = tau / jnp.where(g_max > 0, g_max, jnp.ones_like(g_max))
-  clipped = [jnp.abs(g) > tau[i].astype(g.dtype) for i, g in enumerate(gs)]
-  gs = [jnp.where(k, g * ratio[i].astype(g.dtype), g) for i, (g, k) in enumerate(zip(gs, clipped))]
-  # 2. AdaGN (a = gamma1 s_t).
-  sq = stack([jnp.sum(g * g) for g in gs])
+  big = [jnp.abs(g) > tau[i].astype(g.dtype) for i, g in enumerate(gs)]
+  # 2. AdaGN (a = gamma1 s_t) on the clipped gradient.
+  sums = [_sum_sq_and_abs(jnp.where(k, g * ratio[i].astype(g.dtype), g)) for i, (g, k) in enumerate(zip(gs, big))]
+  sq, l1 = stack([x[0] for x in sums]), stack([x[1] for x in sums])
   if axis_name is not None:
-    sq = jax.lax.psum(sq, axis_name)
-  positive = sq > 0
+    sq, l1 = jax.lax.psum((sq, l1), axis_name)
+  positive = (sq > 0) & (l1 > 0)                           # (the same thing; l1 keeps the reduction fused)
   n = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)    # no inf derivative at 0
   norm_m = c.a * stack(nms) + c.one_minus_a * n
   norm_v = c.gamma2 * stack(nvs) + c.one_minus_gamma2 * sq
   factor = (norm_m / c.bc_norm_m) / (jnp.sqrt(norm_v / c.bc_norm_v) + c.eps)
   scale = jnp.where(positive, factor / jnp.where(positive, n, jnp.ones_like(n)), jnp.zeros_like(factor))
-  gs = [g * scale[i].astype(g.dtype) for i, g in enumerate(gs)]
-  # 3. Adam with b = b1 s_t; 4. reset.
-  us, new_ms, new_vs = [], [], []
-  for g, m, v in zip(gs, ms, vs):
+  # 3. Adam with b = b1 s_t on g_n = g * (ratio if clipped else 1) * scale; 4. reset.
+  us, new_ms, new_vs, normalized = [], [], [], []
+  for i, (g, k, m, v) in enumerate(zip(gs, big, ms, vs)):
     cl = coefficients(g.dtype)
-    m_prev, v_prev = m.astype(g.dtype), v.astype(g.dtype)
-    if not reference_quirks:
-      m_prev = jnp.where(step.is_reset, jnp.zeros_like(m_prev), m_prev)
-      v_prev = jnp.where(step.is_reset, jnp.zeros_like(v_prev), v_prev)
-    m_new = cl.b * m_prev + cl.one_minus_b * g
-    v_new = cl.b2 * v_prev + cl.one_minus_b2 * g * g
+    s_i, rs_i = scale[i].astype(g.dtype), (ratio[i] * scale[i]).astype(g.dtype)
+    g_n = g * jnp.where(k, rs_i, s_i)
+    g_n_sq = (g * g) * jnp.where(k, rs_i * rs_i, s_i * s_i)
+    normalized.append(g_n)
+    m_prev = jnp.where(step.zero_prev, jnp.zeros_like(m), m).astype(g.dtype)
+    v_prev = jnp.where(step.zero_prev, jnp.zeros_like(v), v).astype(g.dtype)
+    m_new = cl.b * m_prev + cl.one_minus_b * g_n
+    v_new = cl.b2 * v_prev + cl.one_minus_b2 * g_n_sq
+    m_out = jnp.where(ok, m_new.astype(m.dtype), m)
+    v_out = jnp.where(ok, v_new.astype(v.dtype), v)
+    if jnp.dtype(m.dtype) == g.dtype and jnp.dtype(v.dtype) == g.dtype:
+      m_new, v_new = m_out, v_out                          # equal whenever ok; read the stored buffers
     us.append((m_new / cl.bc1) / (jnp.sqrt(v_new) / cl.sqrt_bc2 + cl.eps))
-    if reference_quirks:
-      m_new = jnp.where(step.is_reset, jnp.zeros_like(m_new), m_new)
-      v_new = jnp.where(step.is_reset, jnp.zeros_like(v_new), v_new)
-    new_ms.append(m_new.astype(m.dtype))
-    new_vs.append(v_new.astype(v.dtype))
+    new_ms.append(m_out)
+    new_vs.append(v_out)
   unflatten = treedef.unflatten
+  keep = lambda new, old: jnp.where(ok, new, stack(old))  # noqa: E731
   unstack = lambda vec, like: unflatten([vec[i].astype(x.dtype) for i, x in enumerate(like)])  # noqa: E731
-  updates = unflatten([u.astype(g.dtype) for u, g in zip(us, treedef.flatten_up_to(grads))])
-  new_state = StableSpamState(step.t, unflatten(new_ms), unflatten(new_vs), unstack(clip_ema, ts),
-                              unstack(norm_m, nms), unstack(norm_v, nvs))
-  ok = _agree(finite, axis_name)
+  updates = unflatten([u.astype(g.dtype) for u, g in zip(us, raw)])
+  new_state = StableSpamState(jnp.where(ok, step.t, state.count), unflatten(new_ms), unflatten(new_vs),
+                              unstack(keep(clip_ema, ts), ts), unstack(keep(norm_m, nms), nms),
+                              unstack(keep(norm_v, nvs), nvs))
   if not diagnostics:
     return updates, new_state, ok
-  num_clipped = stack([jnp.sum(k.astype(jnp.int32)) for k in clipped])
+  num_clipped = stack([jnp.sum(k.astype(jnp.int32)) for k in big])
   if axis_name is not None:
     num_clipped = jax.lax.psum(num_clipped, axis_name)
   return updates, new_state, ok, {"num_clipped": num_clipped, "tau": unstack(tau, ts),
-                                  "normalized_sq": stack([jnp.sum(g * g) for g in gs])}
+                                  "normalized_sq": stack([jnp.sum(g * g) for g in normalized])}
 
 
 def _stable_spam_core(b1, b2, eps, gamma1, gamma2, gamma3, reset_interval, total_steps, eta_min, mu_dtype,

@@ -107,9 +107,10 @@ def test_spike_is_clipped_to_sqrt_threshold_times_v():
   bound = np.sqrt(theta * v_prev)
   spiked = grads[10] ** 2 > theta * v_prev
   assert spiked[1, 2] and spiked[3, 0]
-  np.testing.assert_array_equal(g_tilde[spiked], np.sign(grads[10][spiked]) * bound[spiked])
+  # The bound is recovered from the new second moment (no copy of the donated v, see spam.py), so it equals
+  # sqrt(theta v_prev) to within a couple of float64 roundings, not bit for bit.
+  np.testing.assert_allclose(g_tilde[spiked], np.sign(grads[10][spiked]) * bound[spiked], rtol=1e-15, atol=0)
   np.testing.assert_array_equal(g_tilde[~spiked], grads[10][~spiked])
-  np.testing.assert_array_equal(np.abs(g_tilde[spiked]), bound[spiked])
 
 
 @pytest.mark.parametrize("spike_step", [2, 21, 22, 23])
