@@ -8,7 +8,8 @@ Command (about 2 minutes on a 2-core laptop CPU)::
 Writes ``benchmarks/results/optimizer_step.json`` (``optimizer_step_tiny.json`` with ``--tiny``).
 
 Each optimizer's step is ``jit(update + apply_updates)`` with the parameters and optimizer state donated, timed
-on the same parameters and gradients, interleaved, ``--repeats`` times, median kept (compilation excluded).
+on the same parameters and gradients, interleaved, ``--repeats`` times (compilation excluded); the median and the
+minimum (best of N, least disturbed by other load on a shared machine) are both reported.
 Achieved bandwidth counts the bytes an Adam-style step must move at least: read params, grads and both moments,
 write params and both moments (7 float32 arrays of the parameter size); it is compared with a same-run jitted
 memory copy (read + write one array of the same total size). Expected: ``stable_spam`` <= 1.2x ``adamw`` time;
@@ -103,17 +104,28 @@ def main(argv: list[str] | None = None) -> dict:
     for k, fn in runners.items():
       times[k].append(_timed(fn))
   med = {k: statistics.median(v) for k, v in times.items()}
+  best = {k: min(v) for k, v in times.items()}   # best of N: the least disturbed by other load on the machine
   copy_bandwidth = 2 * 4 * num_params / med["copy"]
+  copy_bandwidth_best = 2 * 4 * num_params / best["copy"]
   step_bytes = 7 * 4 * num_params
   rows = {k: {"ms_per_step": 1e3 * med[k], "bytes_per_second": step_bytes / med[k],
               "fraction_of_copy_bandwidth": step_bytes / med[k] / copy_bandwidth,
-              "time_ratio_to_adamw": med[k] / med["adamw"]} for k in optimizers}
+              "time_ratio_to_adamw": med[k] / med["adamw"],
+              "best_ms_per_step": 1e3 * best[k],
+              "best_fraction_of_copy_bandwidth": step_bytes / best[k] / copy_bandwidth_best,
+              "best_time_ratio_to_adamw": best[k] / best["adamw"]} for k in optimizers}
+  ss = rows["stable_spam"]
   report = {
       "benchmark": "optimizer_step", "tiny": args.tiny, "num_params": num_params, "num_leaves": len(params),
-      "results": rows, "copy": {"ms": 1e3 * med["copy"], "bytes_per_second": copy_bandwidth},
+      "results": rows,
+      "copy": {"ms": 1e3 * med["copy"], "bytes_per_second": copy_bandwidth, "best_ms": 1e3 * best["copy"],
+               "best_bytes_per_second": copy_bandwidth_best},
+      "statistics": "ms_per_step / ratios: median of the interleaved repeats; best_*: minimum over them",
       "targets": {"stable_spam_time_ratio_to_adamw": "<= 1.2", "fraction_of_copy_bandwidth": ">= 0.5"},
-      "held": {"stable_spam_within_1.2x_adamw": rows["stable_spam"]["time_ratio_to_adamw"] <= 1.2,
-               "stable_spam_at_least_half_copy_bandwidth": rows["stable_spam"]["fraction_of_copy_bandwidth"] >= 0.5},
+      "held": {"stable_spam_within_1.2x_adamw": ss["time_ratio_to_adamw"] <= 1.2,
+               "stable_spam_at_least_half_copy_bandwidth": ss["fraction_of_copy_bandwidth"] >= 0.5,
+               "best_of_n_stable_spam_within_1.2x_adamw": ss["best_time_ratio_to_adamw"] <= 1.2,
+               "best_of_n_stable_spam_at_least_half_copy_bandwidth": ss["best_fraction_of_copy_bandwidth"] >= 0.5},
       "all_times": times,
       "environment": {"jax": jax.__version__, "backend": jax.default_backend(), "device": str(jax.devices()[0]),
                       "machine": platform.machine(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
@@ -122,10 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(report, indent=2) + "\n")
   print(f"{num_params} parameters in {len(params)} leaves; copy bandwidth {copy_bandwidth / 1e9:.2f} GB/s")
-  print(f"{'optimizer':<12} {'ms/step':>9} {'GB/s':>7} {'of copy':>8} {'vs adamw':>9}")
+  print(f"{'optimizer':<12} {'ms/step':>9} {'GB/s':>7} {'of copy':>8} {'vs adamw':>9} | best: {'ms':>7} "
+        f"{'of copy':>8} {'vs adamw':>9}")
   for k, r in rows.items():
     print(f"{k:<12} {r['ms_per_step']:9.2f} {r['bytes_per_second'] / 1e9:7.2f} "
-          f"{r['fraction_of_copy_bandwidth']:8.2f} {r['time_ratio_to_adamw']:9.2f}")
+          f"{r['fraction_of_copy_bandwidth']:8.2f} {r['time_ratio_to_adamw']:9.2f} | {r['best_ms_per_step']:13.2f} "
+          f"{r['best_fraction_of_copy_bandwidth']:8.2f} {r['best_time_ratio_to_adamw']:9.2f}")
   print(f"wrote {out}")
   return report
 

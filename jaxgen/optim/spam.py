@@ -177,38 +177,43 @@ def _full_reduce(operands: tuple[jax.Array, ...], inits: tuple[Any, ...], combin
   ``jnp.sum`` whose input is an elementwise expression is compiled to a library reduction that first
   materialises the expression and costs several times the whole Adam step on a 10M-parameter tree; a *variadic*
   reduce is fused with its producer and reads the leaf once. Float sums are further split into rows of 16
-  (independent accumulators) because a single sequential accumulation chain is latency-bound.
+  (independent accumulators, level by level) because a single sequential accumulation chain is latency-bound.
   """
   dtypes = tuple(x.dtype for x in operands)
   inits = tuple(jnp.asarray(i, d) for i, d in zip(inits, dtypes))
   return tuple(jax.lax.reduce(operands, inits, combine, tuple(range(operands[0].ndim))))
 
 
-def _max_min(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(max(x), min(x))`` in one pass; both propagate NaN (so a NaN or ±inf entry makes the pair non-finite)."""
-  if x.size == 0:
-    return jnp.zeros([], x.dtype), jnp.zeros([], x.dtype)
-  return _full_reduce((x, x), (-jnp.inf, jnp.inf),
-                      lambda a, b: (jnp.maximum(a[0], b[0]), jnp.minimum(a[1], b[1])))
-
-
 def _max_abs(x: jax.Array) -> jax.Array:
-  """``max |x|`` in one pass, NaN-propagating (NaN or inf anywhere makes it non-finite)."""
-  mx, mn = _max_min(x)
-  return jnp.maximum(mx, -mn)
+  """``max |x|`` in one pass; NaN if any entry is NaN, inf if any is ±inf (so finiteness comes for free).
+
+  Computed on the bit patterns: with the sign bit cleared, IEEE floats order like their integer bit patterns
+  (and every NaN lies above inf), so an *integer* max — cheap and exactly associative — gives the float max.
+  (The min is carried along and folded back as ``max(mx, min(mn, mx)) == mx`` to keep the reduction variadic,
+  i.e. fused with the masking; see :func:`_full_reduce`.)
+  """
+  if x.size == 0:
+    return jnp.zeros([], x.dtype)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"_max_abs expects a float array, got {x.dtype}")
+  int_dtype = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(x.dtype).itemsize]
+  info = jnp.iinfo(int_dtype)
+  bits = jax.lax.bitcast_convert_type(x, int_dtype) & jnp.asarray(info.max, int_dtype)   # |x| as bits
+  mx, mn = _full_reduce((bits, bits), (0, info.max), lambda a, b: (jnp.maximum(a[0], b[0]), jnp.minimum(a[1], b[1])))
+  return jax.lax.bitcast_convert_type(jnp.maximum(mx, jnp.minimum(mn, mx)), x.dtype)
 
 
 def _sum_sq_and_abs(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(sum x^2, sum |x|)`` in one pass (rows of 16 independent partial sums, then their total)."""
+  """``(sum x^2, sum |x|)`` in one pass over ``x`` (rows of 16 partial sums, repeated on the partial sums)."""
   if x.size == 0:
     return jnp.zeros([], x.dtype), jnp.zeros([], x.dtype)
   add = lambda a, b: (a[0] + b[0], a[1] + b[1])  # noqa: E731
-  if x.size % 16 == 0 and x.size >= 256:
-    rows = x.reshape(-1, 16)
-    zero = jnp.zeros([], x.dtype)
-    sq, ab = jax.lax.reduce((rows * rows, jnp.abs(rows)), (zero, zero), add, (1,))
-    return _full_reduce((sq, ab), (0, 0), add)
-  return _full_reduce((x * x, jnp.abs(x)), (0, 0), add)
+  zero = jnp.zeros([], x.dtype)
+  operands = (x * x, jnp.abs(x))
+  while operands[0].size % 16 == 0 and operands[0].size >= 256:   # at most log_16(size) levels
+    rows = tuple(o.reshape(-1, 16) for o in operands)
+    operands = tuple(jax.lax.reduce(rows, (zero, zero), add, (1,)))
+  return _full_reduce(operands, (0, 0), add)
 
 
 def _all_finite(tree: PyTree) -> jax.Array:
