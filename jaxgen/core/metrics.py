@@ -177,4 +177,7 @@ def frechet_distance_from_stats(mu1: jax.Array, sigma1: jax.Array, mu2: jax.Arra
 
 def frechet_distance(features_1: jax.Array, features_2: jax.Array) -> jax.Array:
   """Fréchet distance between Gaussian fits of two ``[N, D]`` feature sets (FID on the given features)."""
+  shape_1, shape_2 = jnp.shape(features_1), jnp.shape(features_2)
+  if len(shape_1) != 2 or len(shape_2) != 2 or shape_1[1] != shape_2[1]:
+    raise ValueError(f"features_1 and features_2 must be [N, D] arrays with the same D, got {shape_1} and {shape_2}")
   return frechet_distance_from_stats(*gaussian_stats(features_1), *gaussian_stats(features_2))

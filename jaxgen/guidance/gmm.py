@@ -49,10 +49,18 @@ def _check_mixture(means: Any, stds: Any, weights: Any = None) -> tuple[jax.Arra
     raise ValueError(f"`means` must have shape [K, d], got {means.shape}")
   if stds.shape != (means.shape[0],):
     raise ValueError(f"`stds` must have shape [K] = [{means.shape[0]}], got {stds.shape}")
+  if not isinstance(stds, jax.core.Tracer):
+    limit = float(np.sqrt(np.finfo(np.dtype(stds.dtype) if jnp.issubdtype(stds.dtype, jnp.floating)
+                                   else np.float32).max)) / 4
+    if not bool(np.all(np.isfinite(stds) & (np.asarray(stds) > 0) & (np.asarray(stds) < limit))):
+      raise ValueError(f"`stds` must be positive and below {limit:.3g} (its variance must be finite in "
+                       f"{stds.dtype}), got {stds}")
   if weights is None:
     return means, stds
-  if not isinstance(weights, jax.core.Tracer) and not bool(np.all(np.asarray(weights) >= 0)):
-    raise ValueError(f"`weights` must be nonnegative, got {weights}")
+  if not isinstance(weights, jax.core.Tracer):
+    w = np.asarray(weights)
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+      raise ValueError(f"`weights` must be finite, nonnegative and not all zero, got {weights}")
   weights = jnp.asarray(weights)
   if weights.shape != (means.shape[0],):
     raise ValueError(f"`weights` must have shape [K] = [{means.shape[0]}], got {weights.shape}")
