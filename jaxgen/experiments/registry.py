@@ -43,6 +43,18 @@ _EXPERIMENTS: tuple[ExperimentInfo, ...] = (
                    "CFG-Zero* and ablations vs CFG on trained MNIST/Fashion-MNIST flow models, early and final"),
     ExperimentInfo("stable-spam", "jaxgen.experiments.stable_spam",
                    "Adam vs SPAM vs Stable-SPAM on a tiny LLaMA (char Shakespeare), fp32 vs INT4/FP4 fake quant"),
+    ExperimentInfo("bloomgml", "jaxgen.experiments.bloomgml",
+                   "BloomGML-style energy-descent GNNs on Cora/CiteSeer/PubMed, heterophily sets (lambda) and a KG"),
+    ExperimentInfo("lto", "jaxgen.experiments.lto",
+                   "Learning to Obstruct: bilevel obstruction of four few-shot learners on restricted classes"),
+    ExperimentInfo("immunization", "jaxgen.experiments.immunization",
+                   "IMMA / MIMA model immunization of a conditional flow model against re-learning and LoRA"),
+    ExperimentInfo("grokking", "jaxgen.experiments.grokking",
+                   "Grokking mod 113: AdamW vs perp-AdamW vs StableMax, Softmax Collapse fraction (spec E2)"),
+    ExperimentInfo("sgd-stability", "jaxgen.experiments.sgd_stability",
+                   "Dynamical stability of SGD vs GD on a diagonal linear net: trace/lambda_max vs 2/eta (spec E3)"),
+    ExperimentInfo("colide", "jaxgen.experiments.colide",
+                   "CoLiDE (EV/NV) vs DAGMA: SHD across noise levels, ER/SF graphs and Sachs"),
 )
 
 
