@@ -1,0 +1,107 @@
+"""Tests for the immunization experiment: closed-form erasure, config validation, a tiny end-to-end run (slow)."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgen.experiments import immunization as exp
+from jaxgen.immunization import imma
+
+TINY_MODEL = exp.ModelConfig(hidden_size=32, depth=1, num_steps=20)
+
+
+def _random_params(config=TINY_MODEL):
+  """The DiT at init with every leaf perturbed (its zero-initialised output layers would make v == 0)."""
+  module = exp.build_module(config)
+  params = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,)), None,
+                                jnp.zeros((1, 2, config.context_dim)))
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  return module, treedef.unflatten([l + 0.3 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+
+
+def test_erasure_maps_concepts_to_null_and_keeps_every_other_token():
+  _, params = _random_params()
+  kv = exp._kv_paths(params)
+  assert len(kv) == 2 * TINY_MODEL.depth
+  erased, _ = exp.erase_concepts(TINY_MODEL, params, (3, 8), kv)
+  bos, table = exp.token_table(TINY_MODEL)
+  before = {"/".join(str(getattr(k, "key", k)) for k in p): np.asarray(l)
+            for p, l in jax.tree_util.tree_flatten_with_path(params)[0]}
+  after = {"/".join(str(getattr(k, "key", k)) for k in p): np.asarray(l)
+           for p, l in jax.tree_util.tree_flatten_with_path(erased)[0]}
+  for name, w0 in before.items():
+    if name not in kv:  # only the K/V kernels change
+      np.testing.assert_array_equal(after[name], w0)
+      continue
+    w0, w1 = w0.reshape(w0.shape[0], -1), after[name].reshape(w0.shape[0], -1)
+    scale = np.abs(table @ w0).max()
+    for concept in (3, 8):  # the concept token now has the null prompt's keys/values
+      np.testing.assert_allclose(table[concept] @ w1, table[exp.NULL_TOKEN] @ w0, atol=1e-4 * scale)
+    for tok in (0, 5, 9, exp.NULL_TOKEN, exp.SPARE_TOKEN):
+      np.testing.assert_allclose(table[tok] @ w1, table[tok] @ w0, atol=1e-4 * scale)
+    np.testing.assert_allclose(bos @ w1, bos @ w0, atol=1e-4 * scale)
+    assert not np.allclose(w1, w0)
+
+
+def test_losses_split_and_distillation_is_zero_at_reference():
+  module, params = _random_params()
+  model = exp.TokenFlowModel(TINY_MODEL, module, params, [])
+  _, concept_loss, pres_loss = exp._losses(model)
+  theta, rest = imma.split_params(params, exp.UPPER)
+  batch = {"x": jax.random.normal(jax.random.key(2), (3, 28, 28, 1)), "tok": jnp.array([0, 1, exp.NULL_TOKEN])}
+  frozen = {"rest": rest, "ref_u": theta}
+  assert float(pres_loss(theta, frozen, batch, jax.random.key(0))) == 0.0
+  assert float(concept_loss(theta, frozen, batch, jax.random.key(0))) > 0.0
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"concepts": ()}, "empty"),
+    ({"concepts": (3, 10)}, "concepts"),
+    ({"concepts": (-1,)}, "concepts"),
+    ({"concepts": (3, 3)}, "distinct"),
+    ({"lora_rank": 0}, "lora_rank"),
+    ({"lora_rank": 17}, "lora_rank"),
+    ({"arms": ("imma",)}, "erased"),
+    ({"attacks": ("bogus",)}, "attacks"),
+    ({"eval_steps": (0, 30)}, "eval_steps"),
+    ({"sgr_step": 75}, "sgr_step"),
+])
+def test_bad_config_raises(change, match, tmp_path):
+  config = dataclasses.replace(exp.Config.quick(), **change)
+  with pytest.raises(ValueError, match=match):
+    exp.run(config, tmp_path, progress=False)
+
+
+def test_presets():
+  quick, full = exp.Config.quick(), exp.Config.full()
+  exp._validate(quick)
+  exp._validate(full)
+  assert quick.model == full.model  # one cached base model serves both presets
+  assert full.sgr_step == 100 and full.attack_steps == 200
+
+
+TINY = dict(model=TINY_MODEL, immunize_steps=4, attack_steps=4, record_every=2, eval_steps=(0, 2, 4), sgr_step=2,
+            samples_per_concept=8, samples_per_other=2, chunk=2, sample_steps=2, immunize_pool=24)
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_run_is_seed_deterministic(tmp_path):
+  from jaxgen.experiments import _classifier
+
+  config = dataclasses.replace(exp.Config.quick(), classifier=_classifier.ClassifierConfig(num_steps=20), **TINY)
+  a = exp.run(config, tmp_path / "a", progress=False)
+  b = exp.run(config, tmp_path / "b", progress=False)
+  assert (tmp_path / "a" / "result.json").read_text() == (tmp_path / "b" / "result.json").read_text()
+  result = json.loads((tmp_path / "a" / "result.json").read_text())
+  for arm in exp.ARMS:
+    for attack in exp.ATTACKS:
+      assert len(result["metrics"][f"{arm}/{attack}/acc_curve_3"]) == 3
+  for plot in a["plots"]:
+    assert (tmp_path / "a" / plot).exists()
+  assert "MIMA vs per-concept IMMA" in (tmp_path / "a" / "report.md").read_text()
+  del b
