@@ -39,3 +39,16 @@ def test_module_doctests(name):
     runner.run(test)
   result = runner.summarize(verbose=False)
   assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples failed in {name}"
+
+
+AREAS = ("core", "guidance", "optim", "nn", "graph", "immunization", "stability", "causal", "data")
+
+
+@pytest.mark.parametrize("area", AREAS)
+def test_every_area_has_runnable_examples(area):
+  finder = doctest.DocTestFinder(exclude_empty=True)
+  count = 0
+  for name in MODULES:
+    if name == f"jaxgen.{area}" or name.startswith(f"jaxgen.{area}."):
+      count += sum(len(t.examples) for t in finder.find(importlib.import_module(name), name) if t.examples)
+  assert count >= 2, f"jaxgen.{area} has {count} doctest examples"

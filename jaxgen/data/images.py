@@ -134,6 +134,9 @@ def area_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
   ``R @ image @ R.T``: every output pixel is the exact area-weighted mean of the input pixels it covers (the
   same result as Pillow's ``Image.BOX`` filter), so the image mean is preserved. The grid is mirror-symmetric,
   so the resize commutes with flips and 90-degree rotations of a square image.
+
+  >>> area_resize_matrix(3, 2).round(4).tolist()     # output pixel 0 covers input [0, 1.5)
+  [[0.6667, 0.3333, 0.0], [0.0, 0.3333, 0.6667]]
   """
   for argument, value in (("in_size", in_size), ("out_size", out_size)):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:

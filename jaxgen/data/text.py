@@ -59,7 +59,15 @@ def encode_chars(text: str, vocabulary: str) -> np.ndarray:
 
 
 def decode_chars(ids: Sequence[int] | np.ndarray, vocabulary: str) -> str:
-  """Inverse of :func:`encode_chars`: joins ``vocabulary[i]`` for every id (each id in ``[0, len(vocabulary))``)."""
+  """Inverse of :func:`encode_chars`: joins ``vocabulary[i]`` for every id (each id in ``[0, len(vocabulary))``).
+
+  >>> vocab = char_vocabulary("to be or not")
+  >>> vocab
+  ' benort'
+  >>> ids = encode_chars("be not", vocab)
+  >>> ids.tolist(), decode_chars(ids, vocab)
+  ([1, 2, 0, 3, 4, 6], 'be not')
+  """
   ids = np.asarray(ids)
   if ids.ndim == 1 and ids.size == 0:
     return ""

@@ -63,7 +63,15 @@ def _parts(y, r, t):
 
 
 def kge_scores(kind: str, y: jax.Array, r: jax.Array, triples: jax.Array) -> jax.Array:
-  """TransE: squared distance δ (lower is better); DistMult: score s (higher is better). Shape ``triples[..., 0]``."""
+  """TransE: squared distance δ (lower is better); DistMult: score s (higher is better). Shape ``triples[..., 0]``.
+
+  ``triples`` rows are ``(head, relation, tail)``. Example (TransE: ``y_h + r - y_t``)::
+
+    >>> import jax.numpy as jnp
+    >>> y, r = jnp.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]), jnp.array([[1.0, 0.0]])
+    >>> kge_scores("transe", y, r, jnp.array([[0, 0, 1], [0, 0, 2]])).tolist()
+    [0.0, 1.0]
+  """
   yh, er, yt = _parts(y, r, triples)
   if kind == "transe":
     v = yh + er - yt

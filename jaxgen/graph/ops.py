@@ -183,7 +183,17 @@ def degree(graph: jraph.GraphsTuple, w: jax.Array | None = None, *, num_nodes: i
 
 
 def spmm(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Array) -> jax.Array:
-  r"""Sparse product :math:`(A Y)_i = \sum_{e: \mathrm{recv}(e)=i} w_e Y_{\mathrm{send}(e)}`; ``y`` is ``[N, d]``."""
+  r"""Sparse product :math:`(A Y)_i = \sum_{e: \mathrm{recv}(e)=i} w_e Y_{\mathrm{send}(e)}`; ``y`` is ``[N, d]``.
+
+  Example (the path 0-1-2; ``A @ I`` is the adjacency matrix)::
+
+    >>> import jax.numpy as jnp, jraph
+    >>> g = jraph.GraphsTuple(nodes=None, edges=None, senders=jnp.array([0, 1, 1, 2]),
+    ...                       receivers=jnp.array([1, 0, 2, 1]), n_node=jnp.array([3]), n_edge=jnp.array([4]),
+    ...                       globals=None)
+    >>> spmm(g, None, jnp.eye(3)).tolist()
+    [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+  """
   n = num_nodes_of(graph, y)
   validate_graph(graph, n)
   w = _weights(graph, w, y.dtype)

@@ -210,6 +210,16 @@ def fsc_protonet(theta: PyTree, x_support: jax.Array, y_support: jax.Array, x_qu
     x_support: support images ``[S, ...]``; y_support: ``[S]`` int labels in ``0..n_way-1``.
     x_query: query images ``[Q, ...]``.
     cfg: :class:`FSCConfig` (``scale`` :math:`s` = 10, ``bias`` :math:`b` = 0).
+
+  Example (identity features; the query points along class 0's prototype)::
+
+    >>> import jax, jax.numpy as jnp
+    >>> cfg = FSCConfig(apply_fn=lambda theta, x: x @ theta, n_way=2)
+    >>> xs, ys, xq = jnp.eye(2), jnp.array([0, 1]), jnp.array([[2.0, 0.0]])
+    >>> fsc_protonet(jnp.eye(2), xs, ys, xq, cfg).tolist()            # 10 * cos
+    [[10.0, 0.0]]
+    >>> jax.grad(lambda t: fsc_protonet(t, xs, ys, xq, cfg)[0, 1])(jnp.eye(2)).shape   # a meta-gradient
+    (2, 2)
   """
   _validate(x_support, y_support, x_query, cfg)
   protos = prototypes(cfg.apply_fn(theta, x_support), y_support, cfg.n_way)       # [N, D]

@@ -393,7 +393,15 @@ def drop_ratio(acc_r0: float, acc_o0: float, acc_r: float, acc_o: float) -> tupl
 
 
 def format_drop_ratio(acc_r0: float | None, acc_o0: float | None, acc_r: float, acc_o: float) -> str:
-  """The reference's DropRatio string: ``"N/A"`` without a before round, ``"%.2f"``, or ``"%.2f*"`` when flagged."""
+  """The reference's DropRatio string: ``"N/A"`` without a before round, ``"%.2f"``, or ``"%.2f*"`` when flagged.
+
+  >>> format_drop_ratio(0.9, 0.8, 0.3, 0.7)      # restricted fell 60 points, others 10
+  '6.00'
+  >>> format_drop_ratio(0.9, 0.8, 0.3, 0.85)     # others did not drop: the raw restricted drop, flagged
+  '60.00*'
+  >>> format_drop_ratio(None, None, 0.3, 0.7)
+  'N/A'
+  """
   if acc_r0 is None or acc_o0 is None:
     return "N/A"
   value, flagged = drop_ratio(acc_r0, acc_o0, acc_r, acc_o)

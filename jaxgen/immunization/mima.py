@@ -110,6 +110,15 @@ def kv_merge(w0: jax.Array, c_reg: jax.Array, c_targets: jax.Array, v_targets: j
 
   Returns:
     :math:`W^*`, ``[d, o]`` in the promoted dtype of the inputs; :math:`C_t W^* = V_t`.
+
+  Example (the target row maps exactly to its value; rows of :math:`C_{reg}` keep their outputs)::
+
+    >>> import jax.numpy as jnp
+    >>> w0, c_reg = jnp.zeros((3, 2)), jnp.eye(3)[:2]
+    >>> c_t, v_t = jnp.array([[0.0, 0.0, 1.0]]), jnp.array([[1.0, -1.0]])
+    >>> w = kv_merge(w0, c_reg, c_t, v_t, ridge=1e-3)
+    >>> (c_t @ w).round(4).tolist(), (c_reg @ w).round(4).tolist()
+    ([[1.0, -1.0]], [[0.0, 0.0], [0.0, 0.0]])
   """
   w0 = _check_matrix("w0", w0)
   d, o = w0.shape

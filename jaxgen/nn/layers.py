@@ -36,6 +36,10 @@ def timestep_embedding(t: jax.Array, dim: int, *, max_period: float = 10000.0,
 
   Returns:
     ``[B, dim]`` float32 features.
+
+  >>> import jax.numpy as jnp
+  >>> timestep_embedding(jnp.array([0.0, 0.5]), 4).tolist()[0]     # t = 0: cos = 1, sin = 0
+  [1.0, 1.0, 0.0, 0.0]
   """
   if dim % 2 != 0 or dim <= 0:
     raise ValueError(f"timestep_embedding: dim must be a positive even integer, got {dim}")

@@ -115,6 +115,19 @@ class TinyLlama(nn.Module):
     rope_base: rotary base (10000).
     dtype: compute dtype of the projections (``None``: float32 parameters' dtype; ``jnp.bfloat16`` for bf16
       compute); parameters are float32 and logits are returned in float32.
+
+  Example (causal: the logits at position t do not depend on tokens after t)::
+
+    >>> import jax, jax.numpy as jnp
+    >>> model = TinyLlama(vocab_size=65, d_model=32, num_layers=1, num_heads=2)
+    >>> tokens = jnp.array([[1, 2, 3, 4]])
+    >>> params = model.init(jax.random.key(0), tokens)
+    >>> logits = model.apply(params, tokens)
+    >>> logits.shape, logits.dtype
+    ((1, 4, 65), dtype('float32'))
+    >>> changed = model.apply(params, tokens.at[0, 3].set(9))
+    >>> bool(jnp.allclose(logits[:, :3], changed[:, :3], atol=1e-6)), bool(jnp.allclose(logits[:, 3], changed[:, 3]))
+    (True, False)
   """
 
   vocab_size: int
