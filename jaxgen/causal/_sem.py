@@ -36,6 +36,30 @@ def _check_choice(argument: str, value: str, allowed: tuple[str, ...]) -> None:
     raise ValueError(f"{argument} must be one of {allowed}, got {value!r}")
 
 
+def _check_int(argument: str, value, minimum: int) -> int:
+  """An int (or integral float) ``>= minimum``; never a bool, NaN or inf."""
+  ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+  if not ok or not math.isfinite(value) or int(value) != value or value < minimum:
+    raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
+  return int(value)
+
+
+def _check_real(argument: str, value, *, lo: float = -math.inf, lo_open: bool = False) -> float:
+  """A finite real number ``>= lo`` (``> lo`` if ``lo_open``)."""
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise TypeError(f"{argument} must be a real number, got {value!r}") from None
+  if isinstance(value, (bool, np.bool_)) or not math.isfinite(v) or v < lo or (lo_open and v == lo):
+    raise ValueError(f"{argument} must be finite and {'>' if lo_open else '>='} {lo}, got {value!r}")
+  return v
+
+
+def _check_square(argument: str, A: np.ndarray) -> None:
+  if A.ndim != 2 or A.shape[0] != A.shape[1]:
+    raise ValueError(f"{argument} must be a square [d, d] matrix, got shape {A.shape}")
+
+
 def random_dag(key: jax.Array, d: int, expected_edges: float, kind: str = "er", *,
                w_range: tuple[float, float] = (0.5, 2.0)) -> jax.Array:
   """A random weighted DAG ``W`` (``[d, d]``, ``W[i, j] != 0`` iff edge ``i -> j``).
@@ -53,13 +77,12 @@ def random_dag(key: jax.Array, d: int, expected_edges: float, kind: str = "er", 
     float ``[d, d]`` weighted adjacency of a DAG (default float dtype).
   """
   _check_choice("kind", kind, GRAPH_KINDS)
-  if int(d) != d or d < 2:
-    raise ValueError(f"d must be an integer >= 2, got {d!r}")
-  d = int(d)
-  if not expected_edges > 0:
-    raise ValueError(f"expected_edges must be > 0, got {expected_edges!r}")
-  w_min, w_max = (float(w) for w in w_range)
-  if not 0.0 <= w_min <= w_max:
+  d = _check_int("d", d, 2)
+  expected_edges = _check_real("expected_edges", expected_edges, lo=0.0, lo_open=True)
+  if np.shape(w_range) != (2,):
+    raise ValueError(f"w_range must be a pair (w_min, w_max), got {w_range!r}")
+  w_min, w_max = (_check_real("w_range", w, lo=0.0) for w in w_range)
+  if not w_min <= w_max:
     raise ValueError(f"w_range must satisfy 0 <= w_min <= w_max, got {w_range!r}")
   k_graph, k_perm, k_sign, k_mag = jax.random.split(key, 4)
   if kind == "er":
@@ -94,6 +117,10 @@ def _barabasi_albert(key: jax.Array, d: int, m: int) -> jax.Array:
 
 def nv_noise_variances(key: jax.Array, d: int, low: float = 0.5, high: float = 10.0) -> jax.Array:
   """Per-node noise variances ``U(low, high)`` of the non-equal-variance setting (paper: ``U(0.5, 10)``)."""
+  d = _check_int("d", d, 1)
+  low, high = _check_real("low", low, lo=0.0), _check_real("high", high, lo=0.0)
+  if low > high:
+    raise ValueError(f"low must be <= high, got low={low!r}, high={high!r}")
   return jax.random.uniform(key, (d,), minval=low, maxval=high)
 
 
@@ -109,18 +136,35 @@ def sample_linear_sem(key: jax.Array, W: jax.Array, n: int, noise: str = "gaussi
     W: ``[d, d]`` weighted DAG.
     n: number of samples.
     noise: ``"gaussian"``, ``"exponential"``, ``"laplace"`` or ``"gumbel"`` (see the module docstring).
-    noise_var: noise variance: a scalar (equal variance) or ``[d]`` (non-equal variances).
+    noise_var: noise variance: a scalar (equal variance) or ``[d]`` (non-equal variances), finite and ``>= 0``.
 
   Returns:
     ``[n, d]`` samples (not centred).
+
+  Raises:
+    ValueError: bad ``noise`` / ``n``; ``W`` not square, or (when concrete) not finite or not a DAG (the
+      fixed-point iteration solves the SEM only for a DAG); ``noise_var`` of another shape than ``()`` / ``[d]`` or
+      (when concrete) negative or not finite.
   """
   _check_choice("noise", noise, NOISE_KINDS)
   W = jnp.asarray(W)
   if W.ndim != 2 or W.shape[0] != W.shape[1]:
     raise ValueError(f"W must be a square [d, d] matrix, got shape {W.shape}")
-  if int(n) != n or n < 1:
-    raise ValueError(f"n must be a positive integer, got {n!r}")
+  n = _check_int("n", n, 1)
   d = W.shape[0]
+  if jnp.shape(noise_var) not in ((), (d,)):
+    raise ValueError(f"noise_var must be a scalar or have shape ({d},), got shape {jnp.shape(noise_var)}")
+  if not isinstance(noise_var, jax.core.Tracer):
+    nv = np.asarray(noise_var)
+    if not np.all(np.isfinite(nv)) or np.any(nv < 0):
+      raise ValueError(f"noise_var must be finite and >= 0, got {noise_var!r}")
+  if not isinstance(W, jax.core.Tracer):
+    W_np = np.asarray(W)
+    if not np.all(np.isfinite(W_np)):
+      raise ValueError("W must be finite (it contains NaN or inf)")
+    if not is_dag(W_np):
+      raise ValueError("W must be a DAG (its support has a directed cycle); the linear SEM X = X W + Z is solved "
+                       "by d fixed-point steps only for a nilpotent W")
   var = jnp.broadcast_to(jnp.asarray(noise_var, W.dtype), (d,))
   if noise == "gaussian":
     Z = jnp.sqrt(var)[None, :] * jax.random.normal(key, (n, d), W.dtype)
@@ -135,7 +179,9 @@ def sample_linear_sem(key: jax.Array, W: jax.Array, n: int, noise: str = "gaussi
 
 def is_dag(W: np.ndarray) -> bool:
   """Whether the support of ``W`` (``W[i, j] != 0`` = edge ``i -> j``) has no directed cycle (Kahn's algorithm)."""
-  adj = np.asarray(W) != 0
+  W = np.asarray(W)
+  _check_square("W", W)
+  adj = W != 0
   indegree = adj.sum(axis=0)
   stack = [int(i) for i in np.flatnonzero(indegree == 0)]
   seen = 0
@@ -167,6 +213,7 @@ def threshold_to_dag(W: np.ndarray, thr: float = 0.3) -> np.ndarray:
     raise ValueError(f"W must be a square [d, d] matrix, got shape {A.shape}")
   if not np.all(np.isfinite(A)):
     raise ValueError("W must be finite (it contains NaN or inf)")
+  thr = _check_real("thr", thr, lo=0.0)
   A[np.abs(A) <= thr] = 0.0
   if is_dag(A):
     return A
@@ -193,6 +240,10 @@ def graph_metrics(B_true: np.ndarray, B_est: np.ndarray) -> dict[str, float]:
   Returns:
     ``{"fdr", "tpr", "fpr", "shd", "nnz"}`` (``shd`` and ``nnz`` are ints).
   """
+  for name, B in (("B_true", B_true), ("B_est", B_est)):
+    B = np.asarray(B)
+    if not (np.issubdtype(B.dtype, np.number) or B.dtype == bool) or not np.all(np.isfinite(B)):
+      raise ValueError(f"{name} must be a finite numeric matrix (edges = nonzero entries)")
   true = np.asarray(B_true) != 0
   est = np.asarray(B_est) != 0
   if true.ndim != 2 or true.shape != est.shape or true.shape[0] != true.shape[1]:

@@ -172,9 +172,36 @@ class FitResult(NamedTuple):
 # Scores, scales and the acyclicity function (pure, differentiable).
 
 
+def _check_square(name: str, A: Any) -> None:
+  if jnp.ndim(A) != 2 or jnp.shape(A)[0] != jnp.shape(A)[1]:
+    raise ValueError(f"{name} must be a square [d, d] matrix, got shape {jnp.shape(A)}")
+
+
+def _check_positive_scalar(name: str, value: Any) -> None:
+  """Finite and > 0 when concrete (traced values, e.g. inside the engine, are not checked)."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  arr = np.asarray(value)
+  if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+    raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def _check_score_args(W: Any, C: Any, sigma: Any = None, sigma_shape: tuple[int, ...] | None = None) -> None:
+  """``W`` and ``C`` square ``[d, d]`` of one shape; ``sigma`` of shape ``sigma_shape`` (``()`` EV, ``(d,)`` NV)."""
+  _check_square("W", W)
+  if jnp.shape(C) != jnp.shape(W):
+    raise ValueError(f"C must be the [d, d] covariance with the shape of W {jnp.shape(W)}, got {jnp.shape(C)}")
+  if sigma_shape is not None:
+    if jnp.shape(sigma) != sigma_shape:
+      raise ValueError(f"sigma must have shape {sigma_shape}, got {jnp.shape(sigma)}")
+    _check_positive_scalar("sigma", sigma)
+
+
 def covariance(X: jax.Array) -> jax.Array:
   """``C = X_c^T X_c / n`` with column-centred ``X_c`` (biased, divides by ``n``); ``[d, d]``."""
   X = jnp.asarray(X)
+  if X.ndim != 2 or X.shape[0] < 1:
+    raise ValueError(f"X must be a 2-D [n, d] data matrix with n >= 1, got shape {X.shape}")
   Xc = X - jnp.mean(X, axis=0, keepdims=True)
   return Xc.T @ Xc / X.shape[0]
 
@@ -188,42 +215,49 @@ def _residual_cov(W: jax.Array, C: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def ev_score(W: jax.Array, sigma: jax.Array, C: jax.Array) -> jax.Array:
   r"""Equal-variance concomitant score :math:`\mathrm{tr}R(W)/(2\sigma) + d\sigma/2` (paper Eq. (6), no L1)."""
+  _check_score_args(W, C, sigma, ())
   _, R = _residual_cov(W, C)
   return 0.5 * jnp.trace(R) / sigma + 0.5 * sigma * W.shape[0]
 
 
 def nv_score(W: jax.Array, sigma: jax.Array, C: jax.Array) -> jax.Array:
   r"""Non-equal-variance score :math:`\frac12[\mathrm{tr}(\Sigma^{-1}R(W)) + \sum_j\sigma_j]` (paper Eq. (8))."""
+  _check_score_args(W, C, sigma, (jnp.shape(W)[0],) if jnp.ndim(W) else None)
   _, R = _residual_cov(W, C)
   return 0.5 * (jnp.sum(jnp.diagonal(R) / sigma) + jnp.sum(sigma))
 
 
 def ls_score(W: jax.Array, C: jax.Array) -> jax.Array:
   r"""Least-squares score of DAGMA: :math:`\frac12\mathrm{tr}R(W) = \|X_c - X_cW\|_F^2 / (2n)`."""
+  _check_score_args(W, C)
   _, R = _residual_cov(W, C)
   return 0.5 * jnp.trace(R)
 
 
 def ev_score_grad(W: jax.Array, sigma: jax.Array, C: jax.Array) -> jax.Array:
   """Closed-form ``d S_ev / d W = -C (I - W) / sigma``."""
+  _check_score_args(W, C, sigma, ())
   rhs, _ = _residual_cov(W, C)
   return -rhs / sigma
 
 
 def nv_score_grad(W: jax.Array, sigma: jax.Array, C: jax.Array) -> jax.Array:
   """Closed-form ``d S_nv / d W = -C (I - W) diag(1 / sigma)``."""
+  _check_score_args(W, C, sigma, (jnp.shape(W)[0],) if jnp.ndim(W) else None)
   rhs, _ = _residual_cov(W, C)
   return -rhs / sigma[None, :]
 
 
 def ls_score_grad(W: jax.Array, C: jax.Array) -> jax.Array:
   """Closed-form ``d S_ls / d W = -C (I - W)``."""
+  _check_score_args(W, C)
   rhs, _ = _residual_cov(W, C)
   return -rhs
 
 
 def ev_sigma(W: jax.Array, C: jax.Array, floor: float = 0.0) -> jax.Array:
   r"""Closed-form EV scale :math:`\hat\sigma = \sqrt{\mathrm{tr}R(W)/d}` (paper Eq. (7)), floored at ``floor``."""
+  _check_score_args(W, C)
   _, R = _residual_cov(W, C)
   sigma = jnp.sqrt(jnp.trace(R) / W.shape[0])
   return jnp.maximum(sigma, floor) if floor > 0 else sigma
@@ -231,6 +265,7 @@ def ev_sigma(W: jax.Array, C: jax.Array, floor: float = 0.0) -> jax.Array:
 
 def nv_sigma(W: jax.Array, C: jax.Array, floor: float = 0.0) -> jax.Array:
   r"""Closed-form NV scales :math:`\hat\sigma_j = \sqrt{R_{jj}(W)}` (paper Eq. (9)), floored at ``floor``; ``[d]``."""
+  _check_score_args(W, C)
   _, R = _residual_cov(W, C)
   sigma = jnp.sqrt(jnp.diagonal(R))
   return jnp.maximum(sigma, floor) if floor > 0 else sigma
@@ -241,7 +276,12 @@ def logdet_acyclicity(W: jax.Array, s: float | jax.Array = 1.0) -> jax.Array:
 
   Computed with ``slogdet`` (log of the absolute determinant, like the reference); meaningful only where
   :func:`admissible` holds, which the caller checks. Its gradient is ``2 W o (sI - W o W)^{-T}``.
+
+  Raises:
+    ValueError: ``W`` not square, or a concrete ``s`` that is not finite and > 0 (``log s`` is undefined).
   """
+  _check_square("W", W)
+  _check_positive_scalar("s", s)
   d = W.shape[0]
   M = s * jnp.eye(d, dtype=W.dtype) - W * W
   return -jnp.linalg.slogdet(M)[1] + d * jnp.log(jnp.asarray(s, W.dtype))
@@ -249,12 +289,16 @@ def logdet_acyclicity(W: jax.Array, s: float | jax.Array = 1.0) -> jax.Array:
 
 def logdet_acyclicity_grad(W: jax.Array, s: float | jax.Array = 1.0) -> jax.Array:
   """Closed-form ``grad h = 2 W o (sI - W o W)^{-T}``."""
+  _check_square("W", W)
+  _check_positive_scalar("s", s)
   M = s * jnp.eye(W.shape[0], dtype=W.dtype) - W * W
   return 2.0 * W * jnp.linalg.inv(M).T
 
 
 def admissible(W: jax.Array, s: float | jax.Array = 1.0, tol: float = _DOMAIN_TOL) -> jax.Array:
   """Whether ``sI - W o W`` is (numerically) an M-matrix: every entry of its inverse is ``>= -tol``."""
+  _check_square("W", W)
+  _check_positive_scalar("s", s)
   M = jnp.linalg.inv(s * jnp.eye(W.shape[0], dtype=W.dtype) - W * W) + _INV_SHIFT
   return jnp.all(M >= -tol)
 
@@ -483,6 +527,8 @@ def _path(C, W0, sigma0, variant: str, hp: _Hyper, check_every: int) -> SolveRes
 def _initial_point(X, W_init, variant: str):
   """Centred data, covariance, start point: W = 0 (or ``W_init``); sigma from the centred data (or residuals)."""
   n, d = X.shape
+  if W_init is not None and jnp.shape(W_init) != (d, d):
+    raise ValueError(f"W_init must be [d, d] = [{d}, {d}], got shape {jnp.shape(W_init)}")
   Xc = X - jnp.mean(X, axis=0, keepdims=True)
   C = Xc.T @ Xc / n
   if W_init is None:
@@ -503,21 +549,29 @@ def _initial_point(X, W_init, variant: str):
 def _check_config(cfg: CoLiDEConfig) -> None:
   if not isinstance(cfg, CoLiDEConfig):
     raise TypeError(f"config must be a CoLiDEConfig, got {type(cfg).__name__}")
-  s = tuple(cfg.s_schedule)
+  try:
+    s = tuple(cfg.s_schedule)
+  except TypeError:
+    raise TypeError(f"config.s_schedule must be a sequence of floats s_k, got {cfg.s_schedule!r}") from None
   if not s:
     raise ValueError("config.s_schedule must be a non-empty sequence of log-det parameters s_k")
   for k, s_k in enumerate(s):
-    if not (isinstance(s_k, (int, float)) and math.isfinite(s_k) and s_k > 0):
+    if not (isinstance(s_k, (int, float, np.integer, np.floating)) and not isinstance(s_k, (bool, np.bool_))
+            and math.isfinite(s_k) and s_k > 0):
       raise ValueError(
           f"config.s_schedule[{k}] = {s_k!r} leaves the admissible domain: h(W, s) = -log det(sI - W o W) + d log s "
           "needs s > 0 (the domain {W : rho(W o W) < s} is empty for s <= 0)")
-  for name in ("warm_iters", "final_iters", "check_every"):
+  for name in ("warm_iters", "final_iters", "check_every", "max_restarts"):
     value = getattr(cfg, name)
-    if int(value) != value or value < 1:
-      raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
-  if int(cfg.max_restarts) != cfg.max_restarts or cfg.max_restarts < 0:
-    raise ValueError(f"config.max_restarts must be a non-negative integer, got {cfg.max_restarts!r}")
-  for name in ("lr", "mu_init", "mu_factor", "rel_tol"):
+    minimum = 0 if name == "max_restarts" else 1
+    if not _is_integer(value) or value < minimum:
+      raise ValueError(f"config.{name} must be an integer >= {minimum}, got {value!r}")
+  for name in ("lambda1", "mu_init", "mu_factor", "lr", "beta1", "beta2", "adam_eps", "rel_tol", "sigma_floor",
+               "w_threshold"):
+    value = getattr(cfg, name)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+      raise TypeError(f"config.{name} must be a real number, got {value!r}")
+  for name in ("lr", "mu_init", "mu_factor", "rel_tol", "adam_eps"):
     value = getattr(cfg, name)
     if not (math.isfinite(value) and value > 0):
       raise ValueError(f"config.{name} must be finite and > 0, got {value!r}")
@@ -529,8 +583,13 @@ def _check_config(cfg: CoLiDEConfig) -> None:
     value = getattr(cfg, name)
     if not 0 <= value < 1:
       raise ValueError(f"config.{name} must be in [0, 1), got {value!r}")
-  if not cfg.adam_eps > 0:
-    raise ValueError(f"config.adam_eps must be > 0, got {cfg.adam_eps!r}")
+
+
+def _is_integer(value: Any) -> bool:
+  """An int, or an integral finite float (``1000.0``); never a bool, NaN or inf."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    return False
+  return math.isfinite(value) and int(value) == value
 
 
 def _normalise_config(cfg: CoLiDEConfig) -> CoLiDEConfig:

@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import jraph
+import numpy as np
 
 from jaxgen.graph import ops
 
@@ -71,15 +72,24 @@ Prox = str | tuple[str, float]
 # Small helpers.
 
 
-def _check_yf(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Array, f: jax.Array | None) -> int:
+_hyper = ops._check_hyper  # noqa: SLF001
+
+
+def _check_yf(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Array, f: jax.Array | None,
+              name: str = "y", w_name: str = "w") -> int:
   if jnp.ndim(y) != 2:
-    raise ValueError(f"y must be [N, d], got shape {jnp.shape(y)}")
+    raise ValueError(f"{name} must be [N, d], got shape {jnp.shape(y)}")
   if f is not None and jnp.shape(f) != jnp.shape(y):
-    raise ValueError(f"f must have the shape of y {jnp.shape(y)}, got {jnp.shape(f)}")
-  n = ops.num_nodes_of(graph, y)
+    raise ValueError(f"f must have the shape of {name} {jnp.shape(y)}, got {jnp.shape(f)}")
+  n = ops.num_nodes_of(graph, y, name=name)
   ops.validate_graph(graph, n)
-  ops.validate_weights(graph, w)
+  ops.validate_weights(graph, w, w_name)
   return n
+
+
+def _check_energy(lam: Any, gamma: Any) -> None:
+  _hyper("lam", lam)
+  _hyper("gamma", gamma)
 
 
 def _col(v: Any, n: int) -> jax.Array:
@@ -110,6 +120,7 @@ def quad_energy(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Array, f: 
   :math:`\hat A = D^{-1/2} A_w D^{-1/2}`. The undirected form assumes ``w`` is symmetric.
   """
   n = _check_yf(graph, w, y, f)
+  _check_energy(lam, gamma)
   g = _col(gamma, n)
   anchor = 0.5 * jnp.sum(g * (y - f) ** 2)
   if normalized:
@@ -126,6 +137,7 @@ def energy_grad(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Array, f: 
                 gamma: Any = 1.0, normalized: bool = False) -> jax.Array:
   r""":math:`G(Y) = \Gamma(Y - F) + \lambda (D_w Y - A_w Y)` (or :math:`\lambda(Y - \hat A Y)` normalised)."""
   n = _check_yf(graph, w, y, f)
+  _check_energy(lam, gamma)
   diag, ay = _degree_and_ay(graph, w, y, n, normalized)
   return _col(gamma, n) * (y - f) + lam * (diag[:, None] * y - ay)
 
@@ -137,6 +149,7 @@ def lipschitz_bound(graph: jraph.GraphsTuple, w: jax.Array | None, gamma: Any, l
   (:math:`\max\gamma + 2\lambda` for the normalised Laplacian.) A gradient step with :math:`\alpha \le 2/L`
   decreases the quadratic energy monotonically.
   """
+  _check_energy(lam, gamma)
   gmax = jnp.max(jnp.asarray(gamma))
   if normalized:
     return gmax + 2.0 * lam
@@ -147,6 +160,7 @@ def gradient_step(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Array, f
                   lam: float, gamma: Any = 1.0, normalized: bool = False) -> jax.Array:
   r"""Plain gradient step :math:`Y - \alpha G(Y)` (spec B.3.1). APPNP is the normalised case with
   :math:`\alpha = 1/(1+\lambda)`."""
+  _hyper("alpha", alpha)
   return y - alpha * energy_grad(graph, w, y, f, lam=lam, gamma=gamma, normalized=normalized)
 
 
@@ -164,13 +178,15 @@ def jacobi_step(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Array, f: 
   Normalised energy: :math:`P = \Gamma + \lambda I`. Rows with :math:`P_i = 0` use :math:`P_i = 1`.
   """
   n = _check_yf(graph, w, y, f)
+  _hyper("alpha", alpha)
   p = _preconditioner(graph, w, y, gamma, lam, normalized, n)
   g = energy_grad(graph, w, y, f, lam=lam, gamma=gamma, normalized=normalized)
   return y - alpha * g / p[:, None]
 
 
 def soft_threshold(y: jax.Array, threshold: Any) -> jax.Array:
-  r"""Proximal map of :math:`t\|\cdot\|_1`: :math:`\mathrm{sign}(y)\max(|y| - t, 0)`."""
+  r"""Proximal map of :math:`t\|\cdot\|_1`: :math:`\mathrm{sign}(y)\max(|y| - t, 0)`; ``threshold`` :math:`t \ge 0`."""
+  _hyper("threshold", threshold)
   return jnp.sign(y) * jnp.maximum(jnp.abs(y) - threshold, 0.0)
 
 
@@ -200,6 +216,11 @@ def prox_gradient_step(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Arr
       ``precondition=False`` every entry shrinks by exactly :math:`\mu\alpha`.
   """
   n = _check_yf(graph, w, y, f)
+  _hyper("alpha", alpha)
+  if isinstance(prox, tuple) and len(prox) == 2 and prox[0] == "l1":
+    _hyper("prox[1] (the L1 weight mu)", prox[1])
+  elif not isinstance(prox, str) or prox not in ("none", "relu", "box"):
+    raise ValueError(f"prox must be 'none', 'relu', 'box' or ('l1', mu), got {prox!r}")
   g = energy_grad(graph, w, y, f, lam=lam, gamma=gamma, normalized=normalized)
   if precondition:
     p = _preconditioner(graph, w, y, gamma, lam, normalized, n)[:, None]
@@ -207,11 +228,20 @@ def prox_gradient_step(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Arr
   return _apply_prox(y - alpha * g, prox, alpha)
 
 
+def _check_momentum(carry, alpha, beta):
+  y, y_prev = carry
+  if jnp.shape(y_prev) != jnp.shape(y):
+    raise ValueError(f"carry must be (Y_k, Y_k-1) of one shape, got {jnp.shape(y)} and {jnp.shape(y_prev)}")
+  _hyper("alpha", alpha)
+  _hyper("beta", beta)
+  return y, y_prev
+
+
 def heavy_ball_step(graph: jraph.GraphsTuple, w: jax.Array | None, carry: tuple[jax.Array, jax.Array],
                     f: jax.Array, *, alpha: float, beta: float, lam: float, gamma: Any = 1.0,
                     normalized: bool = False) -> tuple[jax.Array, jax.Array]:
   r"""Polyak momentum :math:`Y_{k+1} = Y_k - \alpha G(Y_k) + \beta(Y_k - Y_{k-1})`; carry ``(Y_k, Y_{k-1})``."""
-  y, y_prev = carry
+  y, y_prev = _check_momentum(carry, alpha, beta)
   y_next = y - alpha * energy_grad(graph, w, y, f, lam=lam, gamma=gamma, normalized=normalized) + beta * (y - y_prev)
   return y_next, y
 
@@ -220,9 +250,16 @@ def nesterov_step(graph: jraph.GraphsTuple, w: jax.Array | None, carry: tuple[ja
                   f: jax.Array, *, alpha: float, beta: float, lam: float, gamma: Any = 1.0,
                   normalized: bool = False) -> tuple[jax.Array, jax.Array]:
   r"""Nesterov: :math:`V = Y_k + \beta(Y_k - Y_{k-1})`, :math:`Y_{k+1} = V - \alpha G(V)`."""
-  y, y_prev = carry
+  y, y_prev = _check_momentum(carry, alpha, beta)
   v = y + beta * (y - y_prev)
   return v - alpha * energy_grad(graph, w, v, f, lam=lam, gamma=gamma, normalized=normalized), y
+
+
+def _check_irls(p, tau, T):
+  if not isinstance(p, jax.core.Tracer) and not np.isfinite(p):
+    raise ValueError(f"p must be finite, got {p!r}")
+  _hyper("tau", tau)
+  _hyper("T", T, allow_inf=True)
 
 
 def irls_edge_weights(graph: jraph.GraphsTuple, y: jax.Array, w0: jax.Array | None = None, *, p: float,
@@ -240,7 +277,8 @@ def irls_edge_weights(graph: jraph.GraphsTuple, y: jax.Array, w0: jax.Array | No
   Returns:
     ``(w, d)``: new edge weights ``[E]`` and weighted in-degrees ``[N]``.
   """
-  n = _check_yf(graph, w0, y, None)
+  n = _check_yf(graph, w0, y, None, w_name="w0")
+  _check_irls(p, tau, T)
   sq = jnp.sum(y * y, axis=-1)
   ys, yr = y[graph.senders], y[graph.receivers]
   z = jnp.maximum(sq[graph.senders] + sq[graph.receivers] - 2.0 * jnp.sum(ys * yr, axis=-1), 0.0) + 1e-7
@@ -259,9 +297,17 @@ def robust_energy(graph: jraph.GraphsTuple, w0: jax.Array | None, y: jax.Array, 
 
   :math:`\rho'(z) = \min(1/\tau, z^{p/2-1})`: :math:`\rho(z) = z/\tau` for :math:`z \le z_0 = \tau^{2/(2-p)}`, then
   :math:`z_0/\tau + \tfrac2p(z^{p/2} - z_0^{p/2})` (:math:`\log(z/z_0)` for p = 0). ``tau=0`` gives the plain
-  :math:`\tfrac2p z^{p/2}`. Concave and non-decreasing for p < 2, so an IRLS step is a majorise-minimise step.
+  :math:`\tfrac2p z^{p/2}`. Concave and non-decreasing for p < 2, so an IRLS step is a majorise-minimise step;
+  p = 2 is the quadratic :math:`\rho(z) = z\,\min(1/\tau, 1)` (``tau=0``: :math:`z`).
+
+  Raises:
+    ValueError: ``p`` not finite or above 2, ``tau`` negative or not finite, bad ``lam`` / ``gamma``.
   """
-  n = _check_yf(graph, w0, y, f)
+  n = _check_yf(graph, w0, y, f, w_name="w0")
+  _check_irls(p, tau, 0.0)
+  if p > 2:
+    raise ValueError(f"p must be <= 2 (a concave robust penalty), got {p!r}")
+  _check_energy(lam, gamma)
   w0 = jnp.ones(jnp.shape(graph.senders), y.dtype) if w0 is None else jnp.asarray(w0, y.dtype)
   diff = y[graph.senders] - y[graph.receivers]
   z = jnp.sum(diff * diff, axis=-1) + 1e-7
@@ -269,7 +315,9 @@ def robust_energy(graph: jraph.GraphsTuple, w0: jax.Array | None, y: jax.Array, 
   def rho_plain(z):
     return jnp.log(z) if p == 0 else (2.0 / p) * z ** (p / 2.0)
 
-  if tau > 0:
+  if p == 2:
+    rho = z * (min(1.0 / tau, 1.0) if tau > 0 else 1.0)
+  elif tau > 0:
     z0 = tau ** (2.0 / (2.0 - p))
     rho = jnp.where(z <= z0, z / tau, z0 / tau + rho_plain(jnp.maximum(z, z0)) - rho_plain(z0))
   else:
@@ -285,9 +333,7 @@ def unroll(step_fn: Callable[[Any], Any], carry0: Any, num_steps: int, *,
   Returns:
     ``(carry_K, trace)`` where ``trace[k] = record_energy(carry_{k+1})`` (``[num_steps]``) or ``None``.
   """
-  num_steps = int(num_steps)
-  if num_steps < 0:
-    raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+  num_steps = ops._check_count("num_steps", num_steps)  # noqa: SLF001
 
   def body(carry, _):
     carry = step_fn(carry)
@@ -355,10 +401,12 @@ def twirls_propagate(graph: jraph.GraphsTuple, x: jax.Array, *, num_steps: int, 
     >>> bool(y[0, 0] > y[1, 0] > y[2, 0] > 0)   # smoothed along the path, decaying away from the source
     True
   """
-  n = _check_yf(graph, edge_weight, x, None)
-  num_steps = int(num_steps)
-  if num_steps < 0:
-    raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+  n = _check_yf(graph, None, x, None, name="x")
+  ops.validate_weights(graph, edge_weight, "edge_weight")
+  num_steps = ops._check_count("num_steps", num_steps)  # noqa: SLF001
+  _hyper("alpha", alpha)
+  _hyper("lam", lam)
+  _check_irls(p, tau, T)
   if isinstance(alpha, (int, float)) and alpha == 0:
     alpha = 1.0 / (1.0 + lam)
   w0 = jnp.ones(jnp.shape(graph.senders), x.dtype) if edge_weight is None else jnp.asarray(edge_weight, x.dtype)
@@ -385,11 +433,12 @@ def twirls_propagate(graph: jraph.GraphsTuple, x: jax.Array, *, num_steps: int, 
 
 
 def _check_relations(graph, relation, h, inverse, y):
+  ops._check_features("y", y)  # noqa: SLF001
   n = ops.num_nodes_of(graph, y)
   ops.validate_graph(graph, n)
-  num_rel = jnp.shape(h)[0]
   if jnp.ndim(h) != 3 or jnp.shape(h)[1:] != (y.shape[1], y.shape[1]):
     raise ValueError(f"h must be [R, d, d] with d = {y.shape[1]}, got {jnp.shape(h)}")
+  num_rel = jnp.shape(h)[0]
   if jnp.shape(relation) != jnp.shape(graph.senders):
     raise ValueError(f"relation must have one id per edge, shape {jnp.shape(graph.senders)}, got "
                      f"{jnp.shape(relation)}")
@@ -397,7 +446,9 @@ def _check_relations(graph, relation, h, inverse, y):
       inverse[inverse[t]] != t for t in range(num_rel)):
     raise ValueError(f"inverse must be an involution of 0..{num_rel - 1}, got {tuple(inverse)}")
   if ops._concrete(relation) and jnp.size(relation):  # noqa: SLF001
-    rel = jax.device_get(relation)
+    rel = np.asarray(relation)
+    if not np.issubdtype(rel.dtype, np.integer):
+      raise TypeError(f"relation must hold integer ids, got dtype {rel.dtype}")
     if rel.min() < 0 or rel.max() >= num_rel:
       raise ValueError(f"relation ids must lie in [0, {num_rel}), got [{rel.min()}, {rel.max()}]")
   return n, num_rel
@@ -410,6 +461,9 @@ def relation_energy(graph: jraph.GraphsTuple, relation: jax.Array, h: jax.Array,
   The sum runs over every edge of the list (each relation and its inverse), as in the reference derivation.
   """
   _check_relations(graph, relation, h, inverse, y)
+  if jnp.shape(x) != jnp.shape(y):
+    raise ValueError(f"x must have the shape of y {jnp.shape(y)}, got {jnp.shape(x)}")
+  _hyper("lam", lam)
   hs = jnp.einsum("ed,edf->ef", y[graph.senders], h[relation])  # fine for tests (E x d x d gather)
   diff = hs - y[graph.receivers]
   return jnp.sum((y - x) ** 2) + lam * jnp.sum(diff * diff)
@@ -439,6 +493,10 @@ def relation_step(graph: jraph.GraphsTuple, relation: jax.Array, h: jax.Array, y
     nonnegative: apply the relu (prox of the indicator of y ≥ 0), as HALO.
   """
   n, num_rel = _check_relations(graph, relation, h, inverse, y)
+  if jnp.shape(x) != jnp.shape(y):
+    raise ValueError(f"x must have the shape of y {jnp.shape(y)}, got {jnp.shape(x)}")
+  _hyper("alpha", alpha)
+  _hyper("lam", lam)
   inv = jnp.asarray(tuple(inverse))
   h_msg = h + jnp.swapaxes(h[inv], -1, -2)  # [R, d, d]
   yh = jnp.einsum("nd,rdf->rnf", y, h_msg)  # [R, N, d]
@@ -564,6 +622,7 @@ def energy_induced_messages(pi: Callable[[jax.Array, jax.Array], jax.Array], y: 
   of this form has a nonzero :func:`residual_to_message_fn` (where BloomGML locates the approximation error).
   Example: :math:`\pi(a, b) = -a^\top S b` on a symmetric edge list gives :math:`(S + S^\top)\sum_{j\in N(i)} y_j`.
   """
+  ops._check_features("y", y)  # noqa: SLF001
   n = ops.num_nodes_of(graph, y)
   ops.validate_graph(graph, n)
 
@@ -580,7 +639,9 @@ def residual_to_message_fn(m: Callable[[jax.Array, jax.Array], jax.Array], y: ja
   For a linear message :math:`m(y_i, y_j) = W y_j` the best bilinear energy is :func:`linear_message_energy`
   (:math:`S = W/2`) and the residual is :math:`\tfrac{W - W^\top}{2}\sum_{j\in N(i)} y_j`: zero iff W is symmetric.
   """
+  ops._check_features("y", y)  # noqa: SLF001
   n = ops.num_nodes_of(graph, y)
+  ops.validate_graph(graph, n)
   msgs = jax.vmap(m)(y[graph.receivers], y[graph.senders])
   return jax.ops.segment_sum(msgs, graph.receivers, num_segments=n) - energy_induced_messages(pi, y, graph)
 

@@ -39,6 +39,22 @@ __all__ = [
 KGE_KINDS = ("transe", "distmult")
 
 
+def _check_triples(name, t, num_entities, num_relations):
+  """Integer ``[..., 3]`` (head, relation, tail) ids in range (the range only when concrete)."""
+  if not jnp.issubdtype(jnp.result_type(t), jnp.integer):
+    raise TypeError(f"{name} must hold integer (head, relation, tail) ids, got dtype {jnp.result_type(t)}")
+  if not isinstance(t, jax.core.Tracer) and np.size(t):
+    t = np.asarray(t).reshape(-1, 3)
+    for col, bound, what in ((0, num_entities, "head"), (2, num_entities, "tail"), (1, num_relations, "relation")):
+      if t[:, col].min() < 0 or t[:, col].max() >= bound:
+        raise ValueError(f"{name}: {what} ids must lie in [0, {bound})")
+
+
+def _check_finite(name, value):
+  if not isinstance(value, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(value))):
+    raise ValueError(f"{name} must be finite, got {value!r}")
+
+
 def _check(kind, y, r, triples, neg_triples):
   if kind not in KGE_KINDS:
     raise ValueError(f"kind must be one of {KGE_KINDS}, got {kind!r}")
@@ -51,11 +67,14 @@ def _check(kind, y, r, triples, neg_triples):
     raise ValueError(f"neg_triples must be [P, M, 3] with P = {jnp.shape(triples)[0]}, got "
                      f"{jnp.shape(neg_triples)}")
   for name, t in (("triples", triples), ("neg_triples", neg_triples)):
-    if not isinstance(t, jax.core.Tracer) and np.size(t):
-      t = np.asarray(t).reshape(-1, 3)
-      for col, bound, what in ((0, y.shape[0], "head"), (2, y.shape[0], "tail"), (1, r.shape[0], "relation")):
-        if t[:, col].min() < 0 or t[:, col].max() >= bound:
-          raise ValueError(f"{name}: {what} ids must lie in [0, {bound})")
+    _check_triples(name, t, y.shape[0], r.shape[0])
+
+
+def _count(name, value, minimum):
+  ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer, float, np.floating))
+  if not ok or not np.isfinite(value) or int(value) != value or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+  return int(value)
 
 
 def _parts(y, r, t):
@@ -92,6 +111,7 @@ def kge_energy(kind: str, y: jax.Array, r: jax.Array, triples: jax.Array, neg_tr
     margin: TransE margin γ.
   """
   _check(kind, y, r, triples, neg_triples)
+  _check_finite("margin", margin)
   pos = kge_scores(kind, y, r, triples)  # [P]
   neg = kge_scores(kind, y, r, neg_triples)  # [P, M]
   if kind == "transe":
@@ -123,6 +143,8 @@ def kge_message_passing_step(kind: str, y: jax.Array, r: jax.Array, triples: jax
   :math:`(Y - \mathrm{lr}\nabla_Y E,\ R - \mathrm{lr}\nabla_R E)`.
   """
   _check(kind, y, r, triples, neg_triples)
+  _check_finite("margin", margin)
+  _check_finite("lr", lr)
   num_pos, num_neg = neg_triples.shape[0], neg_triples.shape[1]
   pos = kge_scores(kind, y, r, triples)
   neg = kge_scores(kind, y, r, neg_triples)
@@ -144,6 +166,10 @@ def kge_message_passing_step(kind: str, y: jax.Array, r: jax.Array, triples: jax
 
 def sample_negative_tails(key: jax.Array, triples: jax.Array, num_entities: int, num_negatives: int) -> jax.Array:
   """Corrupts the tail of every triple uniformly at random: ``[P, num_negatives, 3]``."""
+  num_entities = _count("num_entities", num_entities, 1)
+  num_negatives = _count("num_negatives", num_negatives, 1)
+  if jnp.ndim(triples) != 2 or jnp.shape(triples)[1] != 3:
+    raise ValueError(f"triples must be [P, 3], got {jnp.shape(triples)}")
   tails = jax.random.randint(key, (triples.shape[0], num_negatives), 0, num_entities, dtype=triples.dtype)
   neg = jnp.broadcast_to(triples[:, None, :], (triples.shape[0], num_negatives, 3))
   return neg.at[:, :, 2].set(tails)
@@ -164,6 +190,16 @@ def train_kge(key: jax.Array, kind: str, triples: jax.Array, num_entities: int, 
   """
   if kind not in KGE_KINDS:
     raise ValueError(f"kind must be one of {KGE_KINDS}, got {kind!r}")
+  num_entities = _count("num_entities", num_entities, 1)
+  num_relations = _count("num_relations", num_relations, 1)
+  dim = _count("dim", dim, 1)
+  num_steps = _count("num_steps", num_steps, 0)
+  num_negatives = _count("num_negatives", num_negatives, 1)
+  _check_finite("lr", lr)
+  _check_finite("margin", margin)
+  if jnp.ndim(triples) != 2 or jnp.shape(triples)[1] != 3:
+    raise ValueError(f"triples must be [P, 3], got {jnp.shape(triples)}")
+  _check_triples("triples", triples, num_entities, num_relations)
   k_y, k_r, k_loop = jax.random.split(key, 3)
   scale = 1.0 / np.sqrt(dim)
   y = jax.random.uniform(k_y, (num_entities, dim), minval=-scale, maxval=scale) * np.sqrt(3.0)
@@ -186,7 +222,15 @@ def train_kge(key: jax.Array, kind: str, triples: jax.Array, num_entities: int, 
 def filtered_mrr(kind: str, y: jax.Array, r: jax.Array, test_triples: np.ndarray, known_triples: np.ndarray
                  ) -> float:
   """Filtered mean reciprocal rank of the true tail among all entities (other known true tails removed)."""
-  test_triples = np.asarray(test_triples)
+  if kind not in KGE_KINDS:
+    raise ValueError(f"kind must be one of {KGE_KINDS}, got {kind!r}")
+  test_triples, known_triples = np.asarray(test_triples), np.asarray(known_triples)
+  for name, t in (("test_triples", test_triples), ("known_triples", known_triples)):
+    if t.ndim != 2 or t.shape[1] != 3:
+      raise ValueError(f"{name} must be [T, 3], got {t.shape}")
+    _check_triples(name, t, y.shape[0], r.shape[0])
+  if len(test_triples) == 0:
+    raise ValueError("test_triples is empty: the mean reciprocal rank of no triple is undefined")
   n = y.shape[0]
   cand = np.broadcast_to(test_triples[:, None, :], (len(test_triples), n, 3)).copy()
   cand[:, :, 2] = np.arange(n)[None, :]
@@ -224,6 +268,12 @@ def make_synthetic_transe_kg(seed: int = 0, *, num_entities: int = 200, num_rela
   ``num_triples / (num_entities * num_relations)`` entities nearest to :math:`y_h + e_r` (h excluded); pairs are
   used until ``num_triples`` unique triples exist, then a random ``test_fraction`` is held out.
   """
+  num_entities = _count("num_entities", num_entities, 2)
+  num_relations = _count("num_relations", num_relations, 1)
+  num_triples = _count("num_triples", num_triples, 1)
+  dim = _count("dim", dim, 1)
+  if not 0.0 <= test_fraction <= 1.0:
+    raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction!r}")
   rng = np.random.default_rng(seed)
   ent = rng.normal(size=(num_entities, dim))
   rel = rng.normal(size=(num_relations, dim))

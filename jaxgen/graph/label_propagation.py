@@ -23,6 +23,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import jraph
+import numpy as np
 
 from jaxgen.graph import energy, ops
 
@@ -38,8 +39,28 @@ __all__ = [
 
 
 def _check_alpha(alpha, name="alpha"):
-  if isinstance(alpha, (int, float)) and not 0.0 <= alpha <= 1.0:
-    raise ValueError(f"{name} must lie in [0, 1], got {alpha}")
+  ops._check_hyper(name, alpha, upper=1.0)  # noqa: SLF001  (finite, in [0, 1]; traced values unchecked)
+
+
+def _check_labels(graph, labels, train_mask, num_classes, n=None):
+  """``labels`` / ``train_mask`` ``[N]`` (N = the node count) and integer labels in ``[0, num_classes)``."""
+  num_classes = ops._check_count("num_classes", num_classes, 1)  # noqa: SLF001
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}")
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be [N], got shape {labels.shape}")
+  if n is None:
+    n = ops.num_nodes_of(graph, labels, name="labels")
+  elif labels.shape[0] != n:
+    raise ValueError(f"labels must be [N] with N = {n} nodes, got shape {labels.shape}")
+  if jnp.shape(train_mask) != labels.shape:
+    raise ValueError(f"train_mask must have the shape of labels {labels.shape}, got {jnp.shape(train_mask)}")
+  if ops._concrete(labels) and labels.size:  # noqa: SLF001
+    lab = np.asarray(labels)
+    if lab.min() < 0 or lab.max() >= num_classes:
+      raise ValueError(f"labels must lie in [0, num_classes={num_classes}), got [{lab.min()}, {lab.max()}]")
+  return labels, num_classes
 
 
 def appnp_propagate(graph: jraph.GraphsTuple, x: jax.Array, *, num_steps: int, alpha: float,
@@ -56,7 +77,11 @@ def appnp_propagate(graph: jraph.GraphsTuple, x: jax.Array, *, num_steps: int, a
   _check_alpha(alpha)
   if isinstance(alpha, (int, float)) and alpha == 0:
     raise ValueError("alpha must be > 0 for APPNP (lambda = (1 - alpha) / alpha)")
-  n = ops.num_nodes_of(graph, x)
+  ops._check_features("x", x)  # noqa: SLF001
+  n = ops.num_nodes_of(graph, x, name="x")
+  ops.validate_graph(graph, n)
+  ops.validate_weights(graph, edge_weight, "edge_weight")
+  num_steps = ops._check_count("num_steps", num_steps)  # noqa: SLF001
   if add_self_loops:
     graph = ops.add_self_loops(graph, n)
     if edge_weight is not None:
@@ -78,6 +103,9 @@ def propagate_labels(graph: jraph.GraphsTuple, y0: jax.Array, *, num_steps: int,
   (I - \hat A) Y)`, c = (1−a)/a, followed by ``post_step`` (default: the prox of the box [0, 1], a clip).
   """
   _check_alpha(alpha)
+  ops._check_features("y0", y0)  # noqa: SLF001
+  ops.validate_graph(graph, ops.num_nodes_of(graph, y0, name="y0"))
+  ops.validate_weights(graph, edge_weight, "edge_weight")
   post_step = (lambda y: jnp.clip(y, 0.0, 1.0)) if post_step is None else post_step
 
   def step(y):
@@ -89,10 +117,8 @@ def propagate_labels(graph: jraph.GraphsTuple, y0: jax.Array, *, num_steps: int,
   return energy.unroll(step, y0, num_steps)[0]
 
 
-def _one_hot_train(labels, train_mask, num_classes, dtype=jnp.float32):
-  labels = jnp.asarray(labels)
-  if jnp.shape(train_mask) != jnp.shape(labels):
-    raise ValueError(f"train_mask must have the shape of labels {jnp.shape(labels)}, got {jnp.shape(train_mask)}")
+def _one_hot_train(graph, labels, train_mask, num_classes, dtype=jnp.float32):
+  labels, num_classes = _check_labels(graph, labels, train_mask, num_classes)
   return jax.nn.one_hot(labels, num_classes, dtype=dtype) * jnp.asarray(train_mask, dtype)[:, None]
 
 
@@ -104,7 +130,7 @@ def label_propagation(graph: jraph.GraphsTuple, labels: jax.Array, train_mask: j
   (1-a) Y_0, 0, 1)`, :math:`\hat A = D^{-1/2}AD^{-1/2}` of the graph as given (no self loops added). PyG's
   ``LabelPropagation(num_layers, alpha)`` with ``mask=train_mask``.
   """
-  y0 = _one_hot_train(labels, train_mask, num_classes)
+  y0 = _one_hot_train(graph, labels, train_mask, num_classes)
   return propagate_labels(graph, y0, num_steps=num_steps, alpha=alpha, edge_weight=edge_weight)
 
 
@@ -118,8 +144,15 @@ def correct_step(graph: jraph.GraphsTuple, y_soft: jax.Array, labels: jax.Array,
   where infinite or > 1000). Otherwise re-clamp the training rows to the true residual after every step and
   add ``scale`` times the result. Returns the corrected predictions :math:`\hat Y + \mathrm{scale}\cdot\hat E`.
   """
-  train_mask = jnp.asarray(train_mask, bool)
+  ops._check_features("y_soft", y_soft)  # noqa: SLF001
+  ops.validate_graph(graph, ops.num_nodes_of(graph, y_soft, name="y_soft"))
   num_classes = y_soft.shape[1]
+  _check_labels(graph, labels, train_mask, num_classes, n=y_soft.shape[0])
+  _check_alpha(alpha)
+  if not autoscale:
+    if not isinstance(scale, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(scale))):
+      raise ValueError(f"scale must be finite, got {scale!r}")
+  train_mask = jnp.asarray(train_mask, bool)
   tm = train_mask[:, None]
   error = jnp.where(tm, jax.nn.one_hot(labels, num_classes, dtype=y_soft.dtype) - y_soft, 0.0)
   if autoscale:
@@ -138,6 +171,9 @@ def correct_step(graph: jraph.GraphsTuple, y_soft: jax.Array, labels: jax.Array,
 def smooth_step(graph: jraph.GraphsTuple, y_soft: jax.Array, labels: jax.Array, train_mask: jax.Array, *,
                 num_steps: int = 50, alpha: float = 0.8, edge_weight: jax.Array | None = None) -> jax.Array:
   """C&S "smooth": set training rows to their one-hot labels, then label propagation (clip to [0, 1])."""
+  ops._check_features("y_soft", y_soft)  # noqa: SLF001
+  ops.validate_graph(graph, ops.num_nodes_of(graph, y_soft, name="y_soft"))
+  _check_labels(graph, labels, train_mask, y_soft.shape[1], n=y_soft.shape[0])
   tm = jnp.asarray(train_mask, bool)[:, None]
   y0 = jnp.where(tm, jax.nn.one_hot(labels, y_soft.shape[1], dtype=y_soft.dtype), y_soft)
   return propagate_labels(graph, y0, num_steps=num_steps, alpha=alpha, edge_weight=edge_weight)
@@ -148,6 +184,10 @@ def correct_and_smooth(graph: jraph.GraphsTuple, y_soft: jax.Array, labels: jax.
                        num_smoothing_steps: int = 50, smoothing_alpha: float = 0.8, autoscale: bool = True,
                        scale: float = 1.0, edge_weight: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Correct-and-Smooth on base soft predictions ``y_soft`` ``[N, C]``; returns ``(corrected, smoothed)``."""
+  _check_alpha(correction_alpha, "correction_alpha")
+  _check_alpha(smoothing_alpha, "smoothing_alpha")
+  ops._check_count("num_correction_steps", num_correction_steps)  # noqa: SLF001
+  ops._check_count("num_smoothing_steps", num_smoothing_steps)  # noqa: SLF001
   corrected = correct_step(graph, y_soft, labels, train_mask, num_steps=num_correction_steps,
                            alpha=correction_alpha, autoscale=autoscale, scale=scale, edge_weight=edge_weight)
   smoothed = smooth_step(graph, corrected, labels, train_mask, num_steps=num_smoothing_steps,
@@ -165,7 +205,8 @@ def laplacian_regularizer(graph: jraph.GraphsTuple, z: jax.Array, edge_weight: j
   """
   if on not in ("softmax", "logits"):
     raise ValueError(f"on must be 'softmax' or 'logits', got {on!r}")
-  ops.validate_graph(graph, ops.num_nodes_of(graph, z))
+  ops._check_features("z", z)  # noqa: SLF001
+  ops.validate_graph(graph, ops.num_nodes_of(graph, z, name="z"))
   ops.validate_weights(graph, edge_weight, "edge_weight")
   s = jax.nn.softmax(z, axis=-1) if on == "softmax" else z
   diff = s[graph.senders] - s[graph.receivers]

@@ -17,8 +17,9 @@ graph and every function gives per-graph results. For ``jit`` with varying graph
 :func:`pad_graph` and give padding edges weight 0 (:func:`edge_mask`).
 
 Host-side helpers (NumPy, not jittable, change the edge count): :func:`remove_self_loops`, :func:`to_undirected`,
-:func:`validate_graph`. Bad input (endpoints out of range, node counts that disagree, non-finite weights) raises
-``ValueError`` naming the argument whenever the arrays are concrete.
+:func:`validate_graph`. Bad input (endpoints out of range, node counts that disagree, non-finite weights, bad
+hyper-parameters) raises ``ValueError`` naming the argument whenever the arrays are concrete. Non-finite node
+*features* are data, not settings: they propagate (NaN in, NaN out) and are never masked.
 """
 
 from __future__ import annotations
@@ -51,8 +52,45 @@ def _concrete(x: Any) -> bool:
   return x is not None and not isinstance(x, jax.core.Tracer)
 
 
-def num_nodes_of(graph: jraph.GraphsTuple, y: jax.Array | None = None) -> int:
+def _check_hyper(name: str, value: Any, *, positive: bool = False, allow_inf: bool = False,
+                 upper: float | None = None) -> None:
+  """A real hyper-parameter (scalar or array) that is finite and ``>= 0`` (``> 0`` if ``positive``; ``<= upper``).
+
+  Checked only when concrete (a traced value, e.g. a learned ``lam``, is the caller's responsibility).
+
+  Raises:
+    TypeError: not a real number. ValueError: NaN, infinite (unless ``allow_inf``) or out of range.
+  """
+  if value is None or isinstance(value, jax.core.Tracer):
+    return
+  arr = np.asarray(value)
+  if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    raise TypeError(f"{name} must be a real number, got {value!r}")
+  if np.any(np.isnan(arr)) or (not allow_inf and not np.all(np.isfinite(arr))):
+    raise ValueError(f"{name} must be finite, got {value!r}")
+  if np.any(arr < 0) or (positive and np.any(arr == 0)):
+    raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+  if upper is not None and np.any(arr > upper):
+    raise ValueError(f"{name} must be <= {upper}, got {value!r}")
+
+
+def _check_count(name: str, value: Any, minimum: int = 0) -> int:
+  """A static integer ``>= minimum`` (an integral float is accepted); returns it as ``int``."""
+  ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer, float, np.floating))
+  if not ok or not np.isfinite(value) or int(value) != value or value < minimum:
+    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+  return int(value)
+
+
+def _check_features(name: str, y: Any) -> None:
+  if jnp.ndim(y) != 2:
+    raise ValueError(f"{name} must be [N, d] node features, got shape {jnp.shape(y)}")
+
+
+def num_nodes_of(graph: jraph.GraphsTuple, y: jax.Array | None = None, *, name: str = "y") -> int:
   """The static node count N: rows of ``y`` if given, else rows of ``graph.nodes``, else ``sum(graph.n_node)``.
+
+  ``name`` is the caller's name for ``y`` (used in error messages).
 
   Raises:
     ValueError: ``y`` / ``graph.nodes`` / ``graph.n_node`` disagree (when concrete), or N cannot be known
@@ -60,7 +98,9 @@ def num_nodes_of(graph: jraph.GraphsTuple, y: jax.Array | None = None) -> int:
   """
   candidates = []
   if y is not None:
-    candidates.append(("y", int(jnp.shape(y)[0])))
+    if jnp.ndim(y) < 1:
+      raise ValueError(f"{name} must have a leading node axis, got shape {jnp.shape(y)}")
+    candidates.append((name, int(jnp.shape(y)[0])))
   nodes = jax.tree.leaves(graph.nodes)
   if nodes:
     candidates.append(("graph.nodes", int(jnp.shape(nodes[0])[0])))
@@ -194,6 +234,7 @@ def spmm(graph: jraph.GraphsTuple, w: jax.Array | None, y: jax.Array) -> jax.Arr
     >>> spmm(g, None, jnp.eye(3)).tolist()
     [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
   """
+  _check_features("y", y)
   n = num_nodes_of(graph, y)
   validate_graph(graph, n)
   w = _weights(graph, w, y.dtype)
@@ -210,7 +251,16 @@ def sym_norm_weights(graph: jraph.GraphsTuple, d: jax.Array, w: jax.Array | None
   r"""Edge weights of :math:`D^{-1/2} A D^{-1/2}`: :math:`w_e / \sqrt{d_{\mathrm{send}} d_{\mathrm{recv}}}`.
 
   Entries whose sender or receiver has degree 0 are 0. ``d`` is ``[N]`` (e.g. :func:`degree`).
+
+  Raises:
+    ValueError: ``d`` is not ``[N]`` (N = the graph's node count) or has non-finite entries (when concrete).
   """
+  d = jnp.asarray(d)
+  if d.ndim != 1:
+    raise ValueError(f"d must be the [N] degree vector, got shape {d.shape}")
+  validate_graph(graph, num_nodes_of(graph, d, name="d"))
+  if _concrete(d) and not np.all(np.isfinite(np.asarray(d))):
+    raise ValueError("d has non-finite degrees")
   w = _weights(graph, w, d.dtype)
   inv = _rsqrt_or_zero(d)
   return w * inv[graph.senders] * inv[graph.receivers]
@@ -229,7 +279,16 @@ def pad_graph(graph: jraph.GraphsTuple, n_node: int, n_edge: int, n_graph: int =
   """Pads to static budgets with ``jraph.pad_with_graphs`` (padding edges join padding nodes).
 
   Give the padding edges weight 0 with :func:`edge_mask` so they do not change degrees.
+
+  Raises:
+    ValueError: a budget too small for ``graph`` (``n_node`` > real nodes, ``n_edge`` >= real edges,
+      ``n_graph`` > real graphs, and ``n_graph >= 2``).
   """
+  real_nodes, real_edges = int(np.sum(np.asarray(graph.n_node))), int(np.sum(np.asarray(graph.n_edge)))
+  real_graphs = int(np.size(graph.n_node))
+  for name, value, low in (("n_node", n_node, real_nodes + 1), ("n_edge", n_edge, real_edges),
+                           ("n_graph", n_graph, max(real_graphs + 1, 2))):
+    _check_count(name, value, low)
   return jraph.pad_with_graphs(graph, n_node=n_node, n_edge=n_edge, n_graph=n_graph)
 
 

@@ -164,6 +164,13 @@ def _validate(x_support: jax.Array, y_support: jax.Array, x_query: jax.Array, cf
                        "at least one support example")
   if cfg.grad_mode not in bilevel.MODES:
     raise ValueError(f"cfg.grad_mode must be one of {bilevel.MODES}, got {cfg.grad_mode!r}")
+  for name, value, nonneg in (("lr", cfg.lr, True), ("scale", cfg.scale, False), ("bias", cfg.bias, False),
+                              ("backbone_lr_scale", cfg.backbone_lr_scale, True)):
+    if value is None and name == "lr":
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+        np.isfinite(value) and (value >= 0 or not nonneg)):
+      raise ValueError(f"cfg.{name} must be a finite{' non-negative' if nonneg else ''} number, got {value!r}")
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

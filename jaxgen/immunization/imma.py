@@ -75,6 +75,28 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Validation helpers (shared with :mod:`jaxgen.immunization.mima`).
+
+
+def check_real(name: str, value: Any, *, lo: float, open_lo: bool = False, allow_inf: bool = False) -> float:
+  """A real number ``>= lo`` (``> lo`` if ``open_lo``), finite unless ``allow_inf``; never NaN or a bool."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    raise TypeError(f"`{name}` must be a real number, got {value!r}")
+  if np.isnan(value) or (not allow_inf and not np.isfinite(value)) or value < lo or (open_lo and value == lo):
+    raise ValueError(f"`{name}` must be {'> ' if open_lo else '>= '}{lo}{'' if allow_inf else ' and finite'}, "
+                     f"got {value!r}")
+  return float(value)
+
+
+def check_count(name: str, value: Any, minimum: int) -> int:
+  """An integer ``>= minimum`` (an integral float is accepted); never a bool, NaN or inf."""
+  ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
+  if not ok or not np.isfinite(value) or int(value) != value or value < minimum:
+    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+  return int(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Parameter partitions.
 
 
@@ -130,6 +152,8 @@ def lora_phi_init(key: jax.Array, params: PyTree, *, rank: int, targets: str | S
   """
   if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
     raise ValueError(f"`rank` must be an int >= 1, got {rank!r}")
+  if alpha is not None:
+    check_real("alpha", alpha, lo=0.0, open_lo=True)
   views = _kernel_views(params, _as_predicate(targets))
   if not views:
     raise ValueError(f"`targets`={targets!r} selected no kernel (>= 2-D leaf) of `params`")
@@ -147,8 +171,9 @@ def lora_phi_apply(params: PyTree, phi: dict[str, lora_lib.LoRAWeights]) -> PyTr
     if path not in leaves:
       raise ValueError(f"LoRA factors for {path!r}, which is not a leaf of `params`")
     view = jnp.reshape(leaves[path], (leaves[path].shape[0], -1))
-    if w.a.shape[0] != view.shape[0] or w.b.shape[-1] != view.shape[1]:
-      raise ValueError(f"LoRA factors a{w.a.shape} @ b{w.b.shape} are incompatible with kernel {path} "
+    if (jnp.ndim(w.a) != 2 or jnp.ndim(w.b) != 2 or w.a.shape[1] != w.b.shape[0] or w.a.shape[0] != view.shape[0]
+        or w.b.shape[1] != view.shape[1]):
+      raise ValueError(f"`phi` LoRA factors a{w.a.shape} @ b{w.b.shape} are incompatible with kernel {path} "
                        f"(2-D view {view.shape})")
   views = {p: jnp.reshape(leaves[p], (leaves[p].shape[0], -1)) for p in phi}
   merged = lora_lib.lora_apply(views, phi)
@@ -198,10 +223,12 @@ class IMMAConfig:
   def __post_init__(self):
     if self.scheme not in SCHEMES:
       raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
-    if isinstance(self.inner_steps, bool) or int(self.inner_steps) < 1:
-      raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
-    if self.lam < 0 or self.inner_lr <= 0 or self.outer_lr <= 0 or self.alt_inner_lr <= 0:
-      raise ValueError("lam must be >= 0 and the learning rates > 0")
+    check_count("inner_steps", self.inner_steps, 1)
+    check_real("lam", self.lam, lo=0.0)
+    for name in ("inner_lr", "alt_inner_lr", "outer_lr"):
+      check_real(name, getattr(self, name), lo=0.0, open_lo=True)
+    check_real("clip", self.clip, lo=0.0, open_lo=True, allow_inf=True)
+    check_real("tau", self.tau, lo=-np.inf, allow_inf=True)
 
   def outer_optimizer(self) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(self.clip), optax.adam(self.outer_lr))
@@ -289,10 +316,8 @@ def train_loop(state, step_fn, args, key, num_steps: int, chunk: int, progress: 
   calls with the same ones reuse the compiled chunk. Step ``s`` uses ``jax.random.fold_in(key, s)``. One
   progress-bar tick per chunk. Returns ``(final_state, history)`` with the per-chunk mean of every metric.
   """
-  if isinstance(chunk, bool) or int(chunk) < 1:
-    raise ValueError(f"`chunk` must be >= 1, got {chunk}")
-  if isinstance(num_steps, bool) or int(num_steps) < 0:
-    raise ValueError(f"`num_steps` must be >= 0, got {num_steps}")
+  chunk = check_count("chunk", chunk, 1)
+  num_steps = check_count("num_steps", num_steps, 0)
   history = []
   done = 0
   with tqdm(total=int(num_steps), disable=not progress, desc=desc, leave=False) as bar:
@@ -380,6 +405,7 @@ def relearn_attack(params: PyTree, loss_fn: Callable[[PyTree, PyTree, jax.Array]
   (the released model) first.
   """
   _check_schedule(num_steps, record_every)
+  check_real("lr", lr, lo=0.0, open_lo=True)
   trainable, rest = split_params(params, targets)
   return _run_attack(trainable, rest, lambda tr: combine_params(tr, rest), loss_fn, data_fn, data, key,
                      num_steps, lr, record_every, "relearn")
@@ -395,6 +421,7 @@ def lora_attack(params: PyTree, loss_fn: Callable[[PyTree, PyTree, jax.Array], j
   Raises ``ValueError`` for a rank incompatible with a selected kernel.
   """
   _check_schedule(num_steps, record_every)
+  check_real("lr", lr, lo=0.0, open_lo=True)
   init_key, run_key = jax.random.split(key)
   phi = lora_phi_init(init_key, params, rank=rank, targets=targets, alpha=alpha)
   return _run_attack(phi, params, lambda tr: lora_phi_apply(params, tr), loss_fn, data_fn, data, run_key,

@@ -90,8 +90,30 @@ class LTOConfig:
   clamp_restricted: float | None = None
   num_steps: int = 300
 
+  def __post_init__(self):
+    if not isinstance(self.fsc, fsc_lib.FSCConfig):
+      raise TypeError(f"fsc must be an FSCConfig, got {type(self.fsc).__name__}")
+    if self.learner is None and self.method not in fsc_lib.METHODS:
+      raise ValueError(f"method must be one of {fsc_lib.METHODS}, got {self.method!r}")
+    for name in ("lambda_r", "lambda_o"):
+      _check_real(name, getattr(self, name), lo=0.0)
+    _check_real("learning_rate", self.learning_rate, lo=0.0, open_lo=True)
+    for name in ("restricted_cap", "clip_norm", "clamp_restricted"):
+      if getattr(self, name) is not None:
+        _check_real(name, getattr(self, name), lo=0.0, open_lo=True, allow_inf=True)
+
   def get_learner(self) -> Learner:
     return self.learner if self.learner is not None else fsc_lib.fsc_learner(self.method)
+
+
+def _check_real(name: str, value: Any, *, lo: float, open_lo: bool = False, allow_inf: bool = False) -> float:
+  """A real number ``>= lo`` (``> lo`` if ``open_lo``), finite unless ``allow_inf``; never NaN or a bool."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    raise TypeError(f"{name} must be a real number, got {value!r}")
+  if np.isnan(value) or (not allow_inf and not np.isfinite(value)) or value < lo or (open_lo and value == lo):
+    raise ValueError(f"{name} must be {'> ' if open_lo else '>= '}{lo}{'' if allow_inf else ' and finite'}, "
+                     f"got {value!r}")
+  return float(value)
 
 
 class Task(NamedTuple):
@@ -296,12 +318,13 @@ def _class_major(pool: jax.Array) -> tuple[int, int]:
   return int(pool.shape[0]), int(pool.shape[1])
 
 
-def _draw(key: jax.Array, pool: jax.Array, counts: Sequence[int]) -> list[tuple[jax.Array, jax.Array]]:
-  """Disjoint draws of ``counts[j]`` samples per class (one permutation per class)."""
+def _draw(key: jax.Array, pool: jax.Array, counts: Sequence[int], names: Sequence[str]
+          ) -> list[tuple[jax.Array, jax.Array]]:
+  """Disjoint draws of ``counts[j]`` samples per class (one permutation per class); ``names`` for messages."""
   n_way, per_class = _class_major(pool)
   if sum(counts) > per_class:
     raise ValueError(f"cannot draw {' + '.join(map(str, counts))} distinct samples per class from a pool with "
-                     f"{per_class} per class")
+                     f"{per_class} per class: {' + '.join(names)} must be <= {per_class}")
   perms = jax.vmap(lambda k: jax.random.permutation(k, per_class))(jax.random.split(key, n_way))   # [N, P]
   rows = jnp.arange(n_way)[:, None]
   out, start = [], 0
@@ -316,7 +339,7 @@ def sample_support(key: jax.Array, pool: jax.Array, k_shot: int) -> tuple[jax.Ar
   """``k_shot`` distinct samples of every class of the class-major ``pool [n_way, P, ...]`` (jittable)."""
   if isinstance(k_shot, bool) or not isinstance(k_shot, (int, np.integer)) or k_shot < 1:
     raise ValueError(f"k_shot must be a positive int, got {k_shot!r}")
-  return _draw(key, pool, [k_shot])[0]
+  return _draw(key, pool, [k_shot], ["k_shot"])[0]
 
 
 def sample_task(key: jax.Array, pool: jax.Array, restricted: jax.Array, k_support: int, k_obstruct: int) -> Task:
@@ -327,7 +350,7 @@ def sample_task(key: jax.Array, pool: jax.Array, restricted: jax.Array, k_suppor
   n_way, _ = _class_major(pool)
   if jnp.shape(restricted) != (n_way,):
     raise ValueError(f"restricted must be a boolean mask [n_way={n_way}], got shape {jnp.shape(restricted)}")
-  (xs, ys), (xo, yo) = _draw(key, pool, [k_support, k_obstruct])
+  (xs, ys), (xo, yo) = _draw(key, pool, [k_support, k_obstruct], ["k_support", "k_obstruct"])
   return Task(xs, ys, xo, yo, jnp.asarray(restricted, bool))
 
 
@@ -355,12 +378,16 @@ def accuracy_by_group(logits: np.ndarray, targets: np.ndarray, restricted_labels
   logits, targets = np.asarray(logits), np.asarray(targets)
   if logits.ndim != 2 or targets.shape != (logits.shape[0],):
     raise ValueError(f"logits must be [n, n_classes] and targets [n], got {logits.shape} and {targets.shape}")
+  if not np.issubdtype(targets.dtype, np.integer):
+    raise TypeError(f"targets must be integer labels, got dtype {targets.dtype}")
   n_classes = logits.shape[1]
   if targets.size and (targets.min() < 0 or targets.max() >= n_classes):
     raise ValueError(f"targets must lie in 0..{n_classes - 1}")
   groups = np.arange(n_classes) if group_of_label is None else np.asarray(group_of_label)
   if groups.shape != (n_classes,):
     raise ValueError(f"group_of_label must have one entry per class ({n_classes}), got shape {groups.shape}")
+  if not np.issubdtype(groups.dtype, np.integer) or (groups.size and groups.min() < 0):
+    raise ValueError(f"group_of_label must hold group ids 0..G-1, got {groups.tolist()}")
   is_r_label = restricted_mask_from_labels(restricted_labels, n_classes)
   correct = np.argmax(logits, -1) == targets
   is_r = is_r_label[targets]
@@ -378,13 +405,26 @@ def accuracy_by_group(logits: np.ndarray, targets: np.ndarray, restricted_labels
   }
 
 
+def _check_accuracy(name: str, value: Any) -> None:
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating, np.ndarray,
+                                                                  jax.Array)) or np.ndim(value) != 0:
+    raise TypeError(f"{name} must be an accuracy (a fraction in [0, 1]), got {value!r}")
+  if not 0.0 <= float(value) <= 1.0:          # NaN fails too
+    raise ValueError(f"{name} must be an accuracy (a fraction in [0, 1]), got {value!r}")
+
+
 def drop_ratio(acc_r0: float, acc_o0: float, acc_r: float, acc_o: float) -> tuple[float, bool]:
   r"""DropRatio :math:`(acc_R^0 - acc_R) / (acc_O^0 - acc_O)` (accuracies as fractions, drops in points).
 
   Returns:
     ``(value, flagged)``. When the other-class accuracy does not drop (:math:`acc_O^0 - acc_O \le 0`) the ratio
     is undefined: ``value`` is then the raw restricted drop in percentage points and ``flagged`` is True.
+
+  Raises:
+    ValueError: an accuracy that is not a number in [0, 1] (e.g. the NaN of an empty group).
   """
+  for name, acc in (("acc_r0", acc_r0), ("acc_o0", acc_o0), ("acc_r", acc_r), ("acc_o", acc_o)):
+    _check_accuracy(name, acc)
   drop_r = 100.0 * (float(acc_r0) - float(acc_r))
   drop_o = 100.0 * (float(acc_o0) - float(acc_o))
   if not drop_o > 0.0:

@@ -131,8 +131,13 @@ def kv_merge(w0: jax.Array, c_reg: jax.Array, c_targets: jax.Array, v_targets: j
   if c_targets.shape[0] > d:
     raise ValueError(f"`c_targets` has {c_targets.shape[0]} rows but the context width is d={d}: the constraints "
                      "C_t W = V_t are over-determined (dedupe the rows or use fewer target tokens)")
-  if isinstance(ridge, (int, float)) and ridge < 0:
-    raise ValueError(f"`ridge` must be >= 0, got {ridge}")
+  if not isinstance(ridge, jax.core.Tracer):
+    r = np.asarray(ridge)
+    if r.shape != () or not np.isfinite(r) or r < 0:
+      raise ValueError(f"`ridge` must be a finite scalar >= 0, got {ridge!r}")
+    if r == 0 and c_reg.shape[0] < d:
+      raise ValueError(f"`c_reg` has {c_reg.shape[0]} rows for context width d={d} and `ridge` is 0: "
+                       "C_reg^T C_reg is singular (give at least d rows or a ridge > 0)")
   dtype = jnp.result_type(w0, c_reg, c_targets, v_targets)
   w0, c_reg, c_targets, v_targets = (a.astype(dtype) for a in (w0, c_reg, c_targets, v_targets))
   gram = c_reg.T @ c_reg + jnp.asarray(ridge, dtype) * jnp.eye(d, dtype=dtype)            # G [d, d]
@@ -178,6 +183,9 @@ def kv_merge_from_weights(w0: jax.Array, c_reg: jax.Array, c_targets_per_concept
 def _as_path_predicate(kv_paths: Sequence[str] | Callable[[str], bool]) -> Callable[[str], bool]:
   if callable(kv_paths):
     return kv_paths
+  if isinstance(kv_paths, str):
+    raise TypeError(f"`kv_paths` must be a sequence of paths (or a predicate), got the string {kv_paths!r}; "
+                    f"use ({kv_paths!r},)")
   paths = tuple(kv_paths)
   if not paths:
     raise ValueError("`kv_paths` is empty: name at least one key/value kernel")
@@ -242,6 +250,9 @@ def dedupe_rows(c_targets: np.ndarray, v_targets: np.ndarray, *, atol: float = 0
   The released code removes exact duplicate tokens before the merge (duplicates make :math:`C_t D` singular).
   Two rows are identical when every entry differs by at most ``atol``.
   """
+  if isinstance(atol, (bool, np.bool_)) or not isinstance(atol, (int, float, np.integer, np.floating)) or not (
+      np.isfinite(atol) and atol >= 0):
+    raise ValueError(f"`atol` must be a finite number >= 0, got {atol!r}")
   c = np.asarray(c_targets)
   v = np.asarray(v_targets)
   if c.ndim != 2 or v.ndim != 2 or c.shape[0] != v.shape[0]:
@@ -321,13 +332,17 @@ class MIMAConfig:
   def __post_init__(self):
     if self.scheme not in SCHEMES:
       raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+    if isinstance(self.kv_paths, str):
+      raise TypeError(f"kv_paths must be a tuple of paths, got the string {self.kv_paths!r}")
     if not self.kv_paths:
       raise ValueError("kv_paths must name at least one key/value kernel")
-    if isinstance(self.inner_steps, bool) or int(self.inner_steps) < 1:
-      raise ValueError(f"inner_steps must be >= 1, got {self.inner_steps}")
-    if self.lam < 0 or self.ridge < 0 or self.inner_lr <= 0 or self.outer_lr <= 0:
-      raise ValueError("lam and ridge must be >= 0, inner_lr and outer_lr > 0; got "
-                       f"lam={self.lam}, ridge={self.ridge}, inner_lr={self.inner_lr}, outer_lr={self.outer_lr}")
+    imma_lib.check_count("inner_steps", self.inner_steps, 1)
+    for name in ("lam", "ridge"):
+      imma_lib.check_real(name, getattr(self, name), lo=0.0)
+    for name in ("inner_lr", "outer_lr"):
+      imma_lib.check_real(name, getattr(self, name), lo=0.0, open_lo=True)
+    imma_lib.check_real("clip", self.clip, lo=0.0, open_lo=True, allow_inf=True)
+    imma_lib.check_real("tau", self.tau, lo=-np.inf, allow_inf=True)
 
   def outer_optimizer(self) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(self.clip), optax.adam(self.outer_lr))
@@ -343,6 +358,14 @@ class MIMAState(NamedTuple):
   step: jax.Array
 
 
+def _check_per_concept(name: str, tree: PyTree, num: int) -> None:
+  """Every leaf of ``tree`` is stacked on a leading axis of size ``num`` (one slice per concept)."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != num:
+      raise ValueError(f"`{name}` must be stacked per concept (leading axis {num} = contexts.shape[0]), got leaf "
+                       f"{path_to_str(path) or '<root>'} of shape {jnp.shape(leaf)}")
+
+
 def _check_merge_data(contexts: jax.Array, c_reg: jax.Array) -> None:
   if not hasattr(contexts, "ndim") or contexts.ndim != 3:
     raise ValueError(f"`contexts` must be a stacked [N, m, d] array of per-concept target rows, "
@@ -355,8 +378,9 @@ def _check_merge_data(contexts: jax.Array, c_reg: jax.Array) -> None:
 
 def mima_init(theta_u: PyTree, num_concepts: int, cfg: MIMAConfig) -> MIMAState:
   """Initial state: zero deltas for each of ``num_concepts`` concepts, fresh outer Adam state."""
-  if isinstance(num_concepts, bool) or int(num_concepts) < 1:
-    raise ValueError(f"`num_concepts` must be >= 1 (an empty concept set cannot be immunized), got {num_concepts}")
+  if isinstance(num_concepts, (bool, np.bool_)) or not isinstance(num_concepts, (int, np.integer)) or num_concepts < 1:
+    raise ValueError(f"`num_concepts` must be an int >= 1 (an empty concept set cannot be immunized), "
+                     f"got {num_concepts!r}")
   delta = kv_delta_init(theta_u, cfg.kv_paths)
   deltas = jax.tree.map(lambda z: jnp.broadcast_to(z, (int(num_concepts),) + z.shape), delta)
   return MIMAState(theta_u, deltas, cfg.outer_optimizer().init(theta_u), jnp.zeros([], jnp.int32))
@@ -392,6 +416,8 @@ def mima_outer_loss(theta_u: PyTree, states: dict[str, jax.Array], frozen: PyTre
   """
   _check_merge_data(contexts, c_reg)
   num = contexts.shape[0]
+  _check_per_concept("states", states, num)
+  _check_per_concept("concept_batches", concept_batches, num)
   k_inner, k_outer, k_pres = jax.random.split(key, 3)
   inner_keys = jax.random.split(k_inner, num)
   adapted = jax.vmap(lambda d0, b, k: _adapt(theta_u, d0, frozen, b, k, cfg))(states, concept_batches, inner_keys)
@@ -436,6 +462,8 @@ def mima_step(state: MIMAState, frozen: PyTree, concept_batches: PyTree, pres_ba
               cfg: MIMAConfig, contexts: jax.Array, c_reg: jax.Array) -> tuple[MIMAState, dict[str, jax.Array]]:
   """One outer step of the configured scheme; pure and jittable (``cfg`` static)."""
   _check_merge_data(contexts, c_reg)
+  _check_per_concept("concept_batches", concept_batches, contexts.shape[0])
+  _check_per_concept("state.deltas", state.deltas, contexts.shape[0])
   if cfg.scheme == "alternating":
     return _alternating_step(state, frozen, concept_batches, pres_batch, key, cfg, contexts, c_reg)
   starts = state.deltas if cfg.scheme == "truncated" else jax.tree.map(jnp.zeros_like, state.deltas)
@@ -461,8 +489,7 @@ def mima_train(frozen: PyTree, theta_u: PyTree, data_fn: Callable[[jax.Array, Py
   ``lax.scan`` chunks of ``chunk`` steps (one progress-bar tick per chunk); step ``s`` uses
   ``jax.random.fold_in(key, s)``.
   """
-  if isinstance(num_steps, bool) or int(num_steps) < 0:
-    raise ValueError(f"`num_steps` must be >= 0, got {num_steps}")
+  num_steps = imma_lib.check_count("num_steps", num_steps, 0)
   _check_merge_data(contexts, c_reg)
   state = mima_init(theta_u, contexts.shape[0], cfg)
 

@@ -34,6 +34,7 @@ across devices inside ``shard_map`` (FSDP style), pass ``axis_name``: the three 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -43,6 +44,11 @@ import optax
 __all__ = ["perp_grad"]
 
 
+def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+  """``num / den``, and 0 where ``den == 0`` (double ``where``: no NaN in values or gradients)."""
+  return jnp.where(den == 0, 0.0, num / jnp.where(den == 0, 1.0, den))
+
+
 def perp_grad(rescale: bool = True, eps: float = 1e-30, axis_name: str | None = None
               ) -> optax.GradientTransformation:
   r"""⊥Grad as a stateless optax transform: project each gradient leaf orthogonally to its parameter.
@@ -50,7 +56,8 @@ def perp_grad(rescale: bool = True, eps: float = 1e-30, axis_name: str | None = 
   Args:
     rescale: rescale :math:`g_\perp` to the norm of :math:`g` (the official ``OrthoGrad``; ``False`` gives the
       paper's Eq. 10 projection only).
-    eps: :math:`\epsilon_0` (``1e-30`` in the reference), added to :math:`w\cdot w` and to :math:`\|g_\perp\|`.
+    eps: :math:`\epsilon_0` (``1e-30`` in the reference), added to :math:`w\cdot w` and to :math:`\|g_\perp\|`; finite
+      and ``>= 0`` (with ``eps = 0`` a zero denominator gives a zero coefficient, so the edge cases above still hold).
     axis_name: mesh axis over which leaves are split inside ``shard_map`` (dot products are ``psum``-ed).
 
   Returns:
@@ -67,8 +74,8 @@ def perp_grad(rescale: bool = True, eps: float = 1e-30, axis_name: str | None = 
   References:
     Prieto, Barsbey, Mediano, Birdal, "Grokking at the Edge of Numerical Stability", ICLR 2025, arXiv 2501.04697.
   """
-  if not eps >= 0:
-    raise ValueError(f"eps must be >= 0, got {eps!r}")
+  if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+    raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
 
   def reduce(x):
     return x if axis_name is None else jax.lax.psum(x, axis_name)
@@ -76,15 +83,17 @@ def perp_grad(rescale: bool = True, eps: float = 1e-30, axis_name: str | None = 
   def project(g: jax.Array, w: jax.Array) -> jax.Array:
     if g.shape != w.shape:
       raise ValueError(f"updates and params must have the same shapes, got {g.shape} and {w.shape}")
+    if not (jnp.issubdtype(g.dtype, jnp.floating) and jnp.issubdtype(w.dtype, jnp.floating)):
+      raise TypeError(f"updates and params must be floating point, got {g.dtype} and {w.dtype}")
     dtype = jnp.promote_types(g.dtype, jnp.float32)
     gf, wf = g.astype(dtype), w.astype(dtype)
     w_dot_w = reduce(jnp.vdot(wf, wf))
     w_dot_g = reduce(jnp.vdot(wf, gf))
-    g_perp = gf - (w_dot_g / (w_dot_w + eps)) * wf
+    g_perp = gf - _safe_div(w_dot_g, w_dot_w + eps) * wf     # a zero-weight leaf passes g through (eps = 0 too)
     if rescale:
       g_norm = jnp.sqrt(reduce(jnp.vdot(gf, gf)))
       perp_norm = jnp.sqrt(reduce(jnp.vdot(g_perp, g_perp)))
-      g_perp = g_perp * (g_norm / (perp_norm + eps))
+      g_perp = g_perp * _safe_div(g_norm, perp_norm + eps)   # g_perp = 0 stays 0 (eps = 0 too)
     return g_perp.astype(g.dtype)
 
   def init_fn(params: Any) -> optax.EmptyState:
@@ -95,6 +104,9 @@ def perp_grad(rescale: bool = True, eps: float = 1e-30, axis_name: str | None = 
     del extra_args
     if params is None:
       raise ValueError("perp_grad needs the current params: call update(updates, state, params)")
+    if jax.tree.structure(updates) != jax.tree.structure(params):
+      raise ValueError(f"updates and params must have the same tree structure, got {jax.tree.structure(updates)} "
+                       f"and {jax.tree.structure(params)}")
     return jax.tree.map(project, updates, params), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

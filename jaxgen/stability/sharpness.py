@@ -55,6 +55,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 PyTree = Any
@@ -107,6 +108,7 @@ def _flat_matvec(closure: ClosureLossFn, params: PyTree) -> tuple[jax.Array, Cal
     raise ValueError("params must contain at least one array entry")
   if not jnp.issubdtype(flat.dtype, jnp.floating):
     raise TypeError(f"params must be floating point, got dtype {flat.dtype}")
+  _check_scalar_loss(closure, params)
 
   def flat_loss(w):
     return closure(unravel(w))
@@ -119,10 +121,16 @@ def _flat_matvec(closure: ClosureLossFn, params: PyTree) -> tuple[jax.Array, Cal
   return flat, matvec
 
 
+def _check_scalar_loss(closure: ClosureLossFn, params: PyTree) -> None:
+  out = jax.eval_shape(closure, params)
+  if jnp.shape(out) != () or not jnp.issubdtype(out.dtype, jnp.floating):
+    raise ValueError(f"loss_fn must return a real scalar, got {out.dtype} of shape {jnp.shape(out)}")
+
+
 def _check_positive_int(name: str, value: Any) -> int:
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+  if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 1:
     raise ValueError(f"{name} must be a positive int, got {value!r}")
-  return value
+  return int(value)
 
 
 def _probes(key: jax.Array, num_samples: int, dim: int, dtype: Any, dist: str) -> jax.Array:
@@ -168,6 +176,9 @@ def hvp(loss_fn: LossFn, params: PyTree, batch: Batch, v: PyTree) -> PyTree:
   """
   if jax.tree.structure(v) != jax.tree.structure(params):
     raise ValueError("v must have the same pytree structure as params")
+  if any(jnp.shape(a) != jnp.shape(b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(params))):
+    raise ValueError("v must have the shapes of params, leaf by leaf")
+  _check_scalar_loss(lambda p: loss_fn(p, batch), params)
   return jax.jvp(jax.grad(lambda p: loss_fn(p, batch)), (params,), (v,))[1]
 
 
@@ -240,7 +251,7 @@ def exact_hessian_trace(loss_fn: ClosureLossFn, params: PyTree) -> jax.Array:
 
 def _power_iteration(closure, params, key, num_iters, tol):
   num_iters = _check_positive_int("num_iters", num_iters)
-  if not tol >= 0:
+  if not tol >= 0:                                           # NaN fails too; inf = stop after two iterations
     raise ValueError(f"tol must be >= 0, got {tol!r}")
   flat, matvec = _flat_matvec(closure, params)
   v0 = jax.random.normal(key, flat.shape, flat.dtype)
@@ -368,19 +379,32 @@ def gauss_newton_trace(model_fn: ModelFn, params: PyTree, xs: jax.Array) -> jax.
 
 
 def _check_lr(lr: Any) -> None:
-  if isinstance(lr, (int, float)) and not lr > 0:
-    raise ValueError(f"lr must be > 0, got {lr!r}")
+  if not isinstance(lr, jax.core.Tracer):
+    arr = np.asarray(lr)
+    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+      raise ValueError(f"lr must be finite and > 0, got {lr!r}")
+
+
+def _check_not_nan(name: str, value: Any) -> None:
+  if not isinstance(value, jax.core.Tracer) and np.any(np.isnan(np.asarray(value))):
+    raise ValueError(f"{name} is NaN: the stability verdict of a NaN sharpness is undefined")
 
 
 def gd_linear_stable(lambda_max: jax.Array, lr: float | jax.Array) -> jax.Array:
-  r"""GD linear stability at a minimum: :math:`\lambda_{max}(H) \le 2/\eta` (boolean array)."""
+  r"""GD linear stability at a minimum: :math:`\lambda_{max}(H) \le 2/\eta` (boolean array).
+
+  Raises:
+    ValueError: ``lr`` not finite and > 0, or a NaN ``lambda_max`` (when concrete; +inf is simply unstable).
+  """
   _check_lr(lr)
+  _check_not_nan("lambda_max", lambda_max)
   return jnp.asarray(lambda_max) <= 2.0 / jnp.asarray(lr)
 
 
 def sgd_linear_stable(trace: jax.Array, lr: float | jax.Array) -> jax.Array:
   r"""Wu & Su's necessary condition for SGD (batch size 1) linear stability: :math:`\operatorname{tr}(H) \le 2/\eta`."""
   _check_lr(lr)
+  _check_not_nan("trace", trace)
   return jnp.asarray(trace) <= 2.0 / jnp.asarray(lr)
 
 

@@ -56,6 +56,8 @@ def softmax_collapse_mask(logits: jax.Array, dtype=jnp.float32, axis: int = -1) 
     raise ValueError("dtype=float64 needs jax_enable_x64 (e.g. `with jax.enable_x64(True):`)")
   if not isinstance(axis, int) or not -logits.ndim <= axis < logits.ndim:
     raise ValueError(f"axis must be an int in [{-logits.ndim}, {logits.ndim}), got {axis!r}")
+  if logits.shape[axis] < 1:
+    raise ValueError(f"logits must have at least one class along axis {axis}, got shape {logits.shape}")
   z = logits.astype(dtype)
   shifted = z - jnp.max(z, axis=axis, keepdims=True)
   total = jnp.sum(jnp.exp(shifted), axis=axis, dtype=dtype)
@@ -72,8 +74,14 @@ def softmax_collapse_fraction(logits: jax.Array, dtype=jnp.float32, axis: int = 
 
   Returns:
     float32 scalar in [0, 1].
+
+  Raises:
+    ValueError: as :func:`softmax_collapse_mask`, or no examples (the fraction of an empty batch is undefined).
   """
-  return jnp.mean(softmax_collapse_mask(logits, dtype, axis).astype(jnp.float32))
+  mask = softmax_collapse_mask(logits, dtype, axis)
+  if mask.size == 0:
+    raise ValueError(f"logits has no examples (shape {jnp.shape(logits)}): the collapse fraction is undefined")
+  return jnp.mean(mask.astype(jnp.float32))
 
 
 def zero_loss_fraction(per_example_loss: jax.Array) -> jax.Array:

@@ -98,6 +98,11 @@ def log_stablemax(logits: jax.Array, axis: int = -1) -> jax.Array:
 def stablemax(logits: jax.Array, axis: int = -1) -> jax.Array:
   r""":math:`\mathrm{StableMax}(z)_i = s(z_i) / \sum_j s(z_j)` along ``axis`` (paper Eq. 8).
 
+  Evaluated as ``softmax(stablemax_log_s(logits))`` (the normaliser in log space), so any finite logits give
+  finite probabilities that sum to 1: no overflow of :math:`\sum_j s(z_j)` for logits near the dtype's maximum and
+  no 0/0 when every :math:`s(z_j)` underflows (all logits near the dtype's minimum). NaN or +inf logits give NaN
+  in their row (data, propagated); -inf is the limit :math:`s(-\infty) = 0`, i.e. probability 0.
+
   Examples:
     >>> import jax.numpy as jnp
     >>> [round(p, 4) for p in stablemax(jnp.array([0.0, 1.0, -1.0])).tolist()]  # s = (1, 2, 1/2)
@@ -105,8 +110,7 @@ def stablemax(logits: jax.Array, axis: int = -1) -> jax.Array:
   """
   logits = _check_float("logits", logits)
   axis = _check_axis(logits, axis)
-  s = stablemax_s(logits)
-  return s / jnp.sum(s, axis=axis, keepdims=True)
+  return jax.nn.softmax(stablemax_log_s(logits), axis=axis)
 
 
 def stablemax_cross_entropy(logits: jax.Array, labels: jax.Array, *, compute_dtype=None) -> jax.Array:
@@ -123,6 +127,11 @@ def stablemax_cross_entropy(logits: jax.Array, labels: jax.Array, *, compute_dty
   Returns:
     ``[...]`` per-example losses (:math:`\ge 0`).
 
+  Raises:
+    TypeError: non-float ``logits``, non-integer ``labels`` or a non-float ``compute_dtype``.
+    ValueError: ``labels`` not of shape ``logits.shape[:-1]``, or (when concrete) outside ``[0, C)`` — an
+      out-of-range label would otherwise gather a NaN. Under ``jit`` the range is the caller's responsibility.
+
   Examples:
     >>> import jax.numpy as jnp
     >>> round(float(stablemax_cross_entropy(jnp.zeros((1, 4)), jnp.array([2]))[0]), 4)  # uniform: log 4
@@ -134,7 +143,19 @@ def stablemax_cross_entropy(logits: jax.Array, labels: jax.Array, *, compute_dty
     raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
   if logits.ndim < 1 or labels.shape != logits.shape[:-1]:
     raise ValueError(f"labels must have shape logits.shape[:-1] = {logits.shape[:-1]}, got {labels.shape}")
+  if logits.shape[-1] < 1:
+    raise ValueError(f"logits must have at least one class, got shape {logits.shape}")
+  if not isinstance(labels, jax.core.Tracer) and labels.size:
+    lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
+    if lo < 0 or hi >= logits.shape[-1]:
+      raise ValueError(f"labels must lie in [0, C={logits.shape[-1]}), got values in [{lo}, {hi}]")
   if compute_dtype is None:
     compute_dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  try:
+    ok = jnp.issubdtype(jnp.dtype(compute_dtype), jnp.floating)
+  except TypeError:
+    ok = False
+  if not ok:
+    raise TypeError(f"compute_dtype must be a floating-point dtype, got {compute_dtype!r}")
   logprobs = log_stablemax(logits.astype(compute_dtype), axis=-1)
   return -jnp.take_along_axis(logprobs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
