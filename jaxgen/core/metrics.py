@@ -180,4 +180,6 @@ def frechet_distance(features_1: jax.Array, features_2: jax.Array) -> jax.Array:
   shape_1, shape_2 = jnp.shape(features_1), jnp.shape(features_2)
   if len(shape_1) != 2 or len(shape_2) != 2 or shape_1[1] != shape_2[1]:
     raise ValueError(f"features_1 and features_2 must be [N, D] arrays with the same D, got {shape_1} and {shape_2}")
+  _check_samples("features_1", jnp.asarray(features_1))
+  _check_samples("features_2", jnp.asarray(features_2))
   return frechet_distance_from_stats(*gaussian_stats(features_1), *gaussian_stats(features_2))

@@ -14,14 +14,12 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from jaxgen import causal
+from tests.reliability._fuzz import FUZZ, finite, raises_clean
 
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 BAD_FLOATS = [math.nan, math.inf, -math.inf, -1.0, -1e-3, 0.0, 0.5, 1.0, 1.5, 1e30]
 
 D, N_SAMPLES = 3, 24
@@ -36,25 +34,12 @@ FITS = {"colide_fit(ev)": lambda x, cfg=TINY, w=None: causal.colide_fit(x, cfg, 
         "dagma_linear_fit": lambda x, cfg=TINY, w=None: causal.dagma_linear_fit(x, cfg, w)}
 
 
-def _raises_clean(call, *names):
-  """``call()`` raises ValueError/TypeError whose message names one of ``names`` (as a whole word)."""
-  with pytest.raises((ValueError, TypeError)) as info:
-    call()
-  message = str(info.value)
-  assert any(re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", message) for n in names), \
-      f"error does not name {names}: {message}"
-
-
-def _finite(tree) -> bool:
-  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
-
-
 def _check_fit(fit, name):
-  assert fit.W.shape == (D, D) and _finite(fit.W) and causal.is_dag(fit.W_dag)
+  assert fit.W.shape == (D, D) and finite(fit.W) and causal.is_dag(fit.W_dag)
   if name == "dagma_linear_fit":
     assert bool(jnp.isnan(fit.sigma))           # documented: DAGMA estimates no scale
   else:
-    assert _finite(fit.sigma) and bool(jnp.all(fit.sigma > 0))
+    assert finite(fit.sigma) and bool(jnp.all(fit.sigma > 0))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -74,7 +59,7 @@ def test_fit_rejects_bad_data(fuzz_record, name, fault, index):
     x = {"1d": X[:, 0], "3d": X[None], "one_row": X[:1], "no_rows": X[:0], "no_columns": X[:, :0],
          "bool": X > 0, "complex": X + 1j}[fault]
   original = np.array(x, copy=True)
-  _raises_clean(lambda: FITS[name](x), "X")
+  raises_clean(lambda: FITS[name](x), "X")
   np.testing.assert_array_equal(x, original)    # never mutated
 
 
@@ -106,7 +91,7 @@ def test_fit_config(fuzz_record, field, valid, data):
   cfg = TINY._replace(**{field: value})
   call = lambda: FITS["colide_fit(ev)"](X, cfg)  # noqa: E731
   if not valid:
-    _raises_clean(call, f"config.{field}", f"config.{field}[0]", f"config.{field}[1]")
+    raises_clean(call, f"config.{field}", f"config.{field}[0]", f"config.{field}[1]")
     return
   try:
     fit = call()
@@ -124,13 +109,13 @@ def test_fit_arguments(fuzz_record, name, fault):
   if fault == "ok":
     _check_fit(FITS[name](X, TINY, np.asarray(W_SMALL)), name)
   elif fault == "not_a_config":
-    _raises_clean(lambda: FITS[name](X, TINY._asdict()), "config")
+    raises_clean(lambda: FITS[name](X, TINY._asdict()), "config")
   elif fault == "variant":
-    _raises_clean(lambda: causal.colide_fit(X, TINY, "EV"), "variant")
+    raises_clean(lambda: causal.colide_fit(X, TINY, "EV"), "variant")
   else:
     w = {"W_init_shape": np.zeros((D, D + 1)), "W_init_nan": np.full((D, D), np.nan),
          "W_init_domain": np.full((D, D), 2.0)}[fault]
-    _raises_clean(lambda: FITS[name](X, TINY, w), "W_init")
+    raises_clean(lambda: FITS[name](X, TINY, w), "W_init")
 
 
 @FUZZ
@@ -150,7 +135,7 @@ def test_solve_shapes(fuzz_record, name, fault):
     return                                       # dagma_linear_solve takes no variant
   else:
     call = lambda: causal.dagma_linear_solve(x, TINY, w)  # noqa: E731
-  _raises_clean(call, {"X_rank": "X", "variant": "variant", "W_init": "W_init"}[fault])
+  raises_clean(call, {"X_rank": "X", "variant": "variant", "W_init": "W_init"}[fault])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -193,9 +178,9 @@ def test_score_shapes(fuzz_record, name, fault):
     sigma, arg = (jnp.full((D,), 0.7) if sigma_kind == "scalar" else jnp.asarray([0.7])), "sigma"
   else:
     out = fn(W, c, sigma)
-    assert _finite(out) if name != "admissible" else bool(out)
+    assert finite(out) if name != "admissible" else bool(out)
     return
-  _raises_clean(lambda: fn(W, c, sigma), arg)
+  raises_clean(lambda: fn(W, c, sigma), arg)
 
 
 @FUZZ
@@ -206,9 +191,9 @@ def test_score_sigma_values(fuzz_record, name, value, index):
   fn, kind = SCORES[name]
   sigma = _sigma(kind).at[() if kind == "scalar" else index].set(value)
   if math.isfinite(value) and value > 0:
-    assert _finite(fn(W_SMALL, C, sigma))
+    assert finite(fn(W_SMALL, C, sigma))
   else:
-    _raises_clean(lambda: fn(W_SMALL, C, sigma), "sigma")
+    raises_clean(lambda: fn(W_SMALL, C, sigma), "sigma")
 
 
 @FUZZ
@@ -218,11 +203,11 @@ def test_logdet_s(fuzz_record, name, s):
   call = lambda: getattr(causal, name)(W_SMALL, s)  # noqa: E731
   if math.isfinite(s) and s > 0:
     out = call()
-    assert _finite(out)
+    assert finite(out)
     if name == "logdet_acyclicity":
       assert abs(float(out)) < 1e-3             # W_SMALL is a DAG: h = 0 for every s (up to float32 rounding)
   else:
-    _raises_clean(call, "s")
+    raises_clean(call, "s")
 
 
 @FUZZ
@@ -230,7 +215,7 @@ def test_logdet_s(fuzz_record, name, s):
 def test_covariance_rank(fuzz_record, fault):
   fuzz_record("causal.covariance")
   x = {"1d": X[:, 0], "rect": X[:0], "3d": X[None]}[fault]
-  _raises_clean(lambda: causal.covariance(x), "X")
+  raises_clean(lambda: causal.covariance(x), "X")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -243,15 +228,15 @@ def test_threshold_to_dag(fuzz_record, fault, value):
   fuzz_record("causal.threshold_to_dag")
   W = np.array([[0.0, 0.9, 0.2], [0.5, 0.0, 0.8], [0.7, 0.0, 0.0]])   # has cycles
   if fault == "shape":
-    _raises_clean(lambda: causal.threshold_to_dag(W[:, :2]), "W")
+    raises_clean(lambda: causal.threshold_to_dag(W[:, :2]), "W")
   elif fault == "nan" and not math.isfinite(value):
     W[1, 2] = value
-    _raises_clean(lambda: causal.threshold_to_dag(W), "W")
+    raises_clean(lambda: causal.threshold_to_dag(W), "W")
   elif math.isfinite(value) and value >= 0:
     out = causal.threshold_to_dag(W, value)
     assert causal.is_dag(out) and np.all((out == 0) | (np.abs(W) > value))
   else:
-    _raises_clean(lambda: causal.threshold_to_dag(W, value), "thr")
+    raises_clean(lambda: causal.threshold_to_dag(W, value), "thr")
 
 
 @FUZZ
@@ -268,14 +253,14 @@ def test_graph_metrics(fuzz_record, fault, which):
   if fault == "ok":
     assert call() == {"fdr": 0.0, "tpr": 1.0, "fpr": 0.0, "shd": 0, "nnz": 3}
   else:
-    _raises_clean(call, which)
+    raises_clean(call, which)
 
 
 @FUZZ
 @given(st.sampled_from([(3,), (2, 3), (2, 2, 2)]))
 def test_is_dag_shape(fuzz_record, shape):
   fuzz_record("causal.is_dag")
-  _raises_clean(lambda: causal.is_dag(np.zeros(shape)), "W")
+  raises_clean(lambda: causal.is_dag(np.zeros(shape)), "W")
 
 
 COUNTS = [math.nan, math.inf, -math.inf, -1, 0, 1, 1.5, 2, 3, 4.0]   # for integer arguments (no huge sizes)
@@ -302,9 +287,9 @@ def test_random_dag(fuzz_record, arg, data):
   if valid:
     W = call()
     d = int(kwargs["d"])
-    assert W.shape == (d, d) and _finite(W) and causal.is_dag(np.asarray(W))
+    assert W.shape == (d, d) and finite(W) and causal.is_dag(np.asarray(W))
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 @FUZZ
@@ -333,9 +318,9 @@ def test_sample_linear_sem(fuzz_record, arg, data):
   call = lambda: causal.sample_linear_sem(jax.random.key(1), **kwargs)  # noqa: E731
   if valid:
     out = call()
-    assert out.shape == (int(kwargs["n"]), D) and _finite(out)
+    assert out.shape == (int(kwargs["n"]), D) and finite(out)
   else:
-    _raises_clean(call, *names)
+    raises_clean(call, *names)
 
 
 @FUZZ
@@ -354,4 +339,4 @@ def test_nv_noise_variances(fuzz_record, arg, data):
     var = np.asarray(call())
     assert var.shape == (int(kwargs["d"]),) and np.all((var >= kwargs["low"]) & (var <= kwargs["high"]))
   else:
-    _raises_clean(call, arg, "low", "high")
+    raises_clean(call, arg, "low", "high")

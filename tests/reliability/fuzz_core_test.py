@@ -14,30 +14,15 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from jaxgen import guidance, nn, optim
 from jaxgen.core import flow, lora, metrics, ode, quant
+from tests.reliability._fuzz import FUZZ, finite, raises_clean
 
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 BAD_FLOATS = st.sampled_from([math.nan, math.inf, -math.inf, -1.0, -1e-3, 0.0, 1.0, 1.5, 1e30])
 dims = st.integers(1, 5)
-
-
-def _raises_clean(call, *names):
-  """``call()`` raises ValueError/TypeError whose message names one of ``names``."""
-  with pytest.raises((ValueError, TypeError)) as info:
-    call()
-  message = str(info.value)
-  assert any(n in message for n in names), f"error does not name {names}: {message}"
-
-
-def _finite(tree) -> bool:
-  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def _mismatched(draw):
@@ -65,7 +50,7 @@ def test_guidance_rejects_mismatched_velocities(fuzz_record, shapes, name):
   calls = {"optimized_scale": lambda: guidance.optimized_scale(a, b),
            "cfg_combine": lambda: guidance.cfg_combine(a, b, 2.0),
            "cfg_zero_star_combine": lambda: guidance.cfg_zero_star_combine(a, b, 2.0, step=0)}
-  _raises_clean(calls[name], "v_cond", "v_uncond")
+  raises_clean(calls[name], "v_cond", "v_uncond")
 
 
 @FUZZ
@@ -73,18 +58,18 @@ def test_guidance_rejects_mismatched_velocities(fuzz_record, shapes, name):
 def test_guidance_rejects_integer_velocities(fuzz_record, dtype):
   fuzz_record("guidance.optimized_scale")
   x = jnp.ones((2, 3), dtype)
-  _raises_clean(lambda: guidance.optimized_scale(x, x), "v_cond", "dtype")
+  raises_clean(lambda: guidance.optimized_scale(x, x), "v_cond", "dtype")
 
 
 @FUZZ
 @given(BAD_FLOATS)
-def test_cfg_scale_must_be_finite(fuzz_record, w):
+def test_cfg_scale_must_befinite(fuzz_record, w):
   fuzz_record("guidance.cfg_combine")
   v = jnp.ones((2, 3))
   if math.isfinite(w):
-    assert _finite(guidance.cfg_combine(v, 2 * v, w))    # any finite scale (negative too) is a valid extrapolation
+    assert finite(guidance.cfg_combine(v, 2 * v, w))    # any finite scale (negative too) is a valid extrapolation
   else:
-    _raises_clean(lambda: guidance.cfg_combine(v, 2 * v, w), "w")
+    raises_clean(lambda: guidance.cfg_combine(v, 2 * v, w), "w")
 
 
 @FUZZ
@@ -92,7 +77,7 @@ def test_cfg_scale_must_be_finite(fuzz_record, w):
 def test_zero_init_mask_counts(fuzz_record, num_steps, num_zero_steps):
   fuzz_record("guidance.zero_init_mask")
   if num_steps < 0 or num_zero_steps < 0:      # an empty grid (0 steps) is allowed: an empty mask
-    _raises_clean(lambda: guidance.zero_init_mask(num_steps, num_zero_steps), "num_steps", "num_zero_steps")
+    raises_clean(lambda: guidance.zero_init_mask(num_steps, num_zero_steps), "num_steps", "num_zero_steps")
   else:
     mask = np.asarray(guidance.zero_init_mask(num_steps, num_zero_steps))
     assert mask.shape == (num_steps,) and mask.sum() == min(num_steps, num_zero_steps)
@@ -109,9 +94,9 @@ def test_gmm_parameters(fuzz_record, bad, which):
   # Documented: stds must be positive with a finite variance in the dtype (float32: below ~4.6e18).
   valid = math.isfinite(bad) and (0 < bad < 4e18 if which == "stds" else bad >= 0)
   if valid:
-    assert _finite(call())
+    assert finite(call())
   else:
-    _raises_clean(call, which)
+    raises_clean(call, which)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,11 +113,11 @@ def test_odeint_method_and_grid(fuzz_record, method, grid_shape):
   if method in ode.METHODS if hasattr(ode, "METHODS") else method in ("euler", "heun", "midpoint", "rk4"):
     if grid_shape == (5,):
       out = call()
-      assert _finite(out) and out.shape == (2, 3)
+      assert finite(out) and out.shape == (2, 3)
       return
-    _raises_clean(call, "ts")
+    raises_clean(call, "ts")
   else:
-    _raises_clean(call, "method")
+    raises_clean(call, "method")
 
 
 @FUZZ
@@ -140,7 +125,7 @@ def test_odeint_method_and_grid(fuzz_record, method, grid_shape):
 def test_uniform_grid_steps(fuzz_record, n):
   fuzz_record("core.ode.uniform_grid")
   if n < 1:
-    _raises_clean(lambda: ode.uniform_grid(n), "num_steps")
+    raises_clean(lambda: ode.uniform_grid(n), "num_steps")
   else:
     assert ode.uniform_grid(n).shape == (n + 1,)
 
@@ -150,7 +135,7 @@ def test_uniform_grid_steps(fuzz_record, n):
 def test_flow_interpolate_shapes(fuzz_record, shapes):
   fuzz_record("core.flow.interpolate")
   a, b = (jnp.ones(s) for s in shapes)
-  _raises_clean(lambda: flow.interpolate(a, b, jnp.asarray(0.5)), "x0", "x1")
+  raises_clean(lambda: flow.interpolate(a, b, jnp.asarray(0.5)), "x0", "x1")
 
 
 @FUZZ
@@ -162,7 +147,7 @@ def test_drop_labels_rate(fuzz_record, rate):
     out = np.asarray(call())
     assert out.shape == (6,) and set(out.tolist()) <= set(range(6)) | {10}
   else:
-    _raises_clean(call, "rate")
+    raises_clean(call, "rate")
 
 
 @FUZZ
@@ -172,9 +157,9 @@ def test_distances_reject_bad_shapes(fuzz_record, shapes, name):
   a, b = (jnp.ones(s) for s in shapes)
   fn = getattr(metrics, name)
   if len(shapes[0]) == 2 and shapes[0][1] == shapes[1][1] and min(shapes[0][0], shapes[1][0]) >= 2:
-    assert _finite(fn(a + jnp.arange(a.shape[0])[:, None], b))   # different sample counts are allowed
+    assert finite(fn(a + jnp.arange(a.shape[0])[:, None], b))   # different sample counts are allowed
   else:
-    _raises_clean(lambda: fn(a, b), "x", "y", "features", "dimension", "samples")
+    raises_clean(lambda: fn(a, b), "x", "y", "features_1", "features_2")
 
 
 @FUZZ
@@ -186,9 +171,9 @@ def test_quant_group_size(fuzz_record, group_size, name):
   keep_ok = name == "int4_weight_fake_quant" or group_size > 2
   if group_size >= 1 and keep_ok:
     out = call()
-    assert out.shape == x.shape and _finite(out)
+    assert out.shape == x.shape and finite(out)
   else:
-    _raises_clean(call, "group_size", "keep_topk")
+    raises_clean(call, "group_size", "keep_topk")
 
 
 @FUZZ
@@ -200,7 +185,7 @@ def test_lora_rank(fuzz_record, rank):
   if rank >= 1:
     assert jax.tree.leaves(call())
   else:
-    _raises_clean(call, "rank")
+    raises_clean(call, "rank")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,9 +224,9 @@ def test_optimizer_hyperparameters(fuzz_record, name, data):
     tx = call()
     params = {"w": jnp.ones((3, 2))}
     updates, _ = tx.update({"w": jnp.full((3, 2), 0.5)}, tx.init(params), params)
-    assert _finite(updates)
+    assert finite(updates)
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 @FUZZ
@@ -274,5 +259,5 @@ def _tiny_llama():
 def test_tinyllama_rejects_bad_tokens(fuzz_record, batch, length):
   fuzz_record("nn.TinyLlama")
   model, params = _tiny_llama()
-  _raises_clean(lambda: model.apply(params, jnp.zeros((batch, length), jnp.float32)), "token", "dtype", "int")
-  _raises_clean(lambda: model.apply(params, jnp.zeros((batch, 9), jnp.int32)), "max_len", "length", "context")
+  raises_clean(lambda: model.apply(params, jnp.zeros((batch, length), jnp.float32)), "token", "dtype", "int")
+  raises_clean(lambda: model.apply(params, jnp.zeros((batch, 9), jnp.int32)), "max_len", "length", "context")

@@ -10,20 +10,18 @@ terminal summary.
 from __future__ import annotations
 
 import math
-import re
 
 import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxgen.graph import energy, kg, label_propagation, ops
+from tests.reliability._fuzz import FUZZ, finite, raises_clean
 
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SMALL = settings(FUZZ, max_examples=8)
 HYPER_VALUES = [math.nan, math.inf, -math.inf, -1.0, -1e-3, 0.0, 0.5, 1.0, 1.5, 1e30]
 
@@ -31,19 +29,6 @@ N, D = 4, 2
 SENDERS = (0, 1, 2, 3, 1, 2, 3, 0)      # a ring, both directions
 RECEIVERS = (1, 2, 3, 0, 0, 1, 2, 3)
 E = len(SENDERS)
-
-
-def _raises_clean(call, *names):
-  """``call()`` raises ValueError/TypeError whose message names one of ``names`` (as a whole word)."""
-  with pytest.raises((ValueError, TypeError)) as info:
-    call()
-  message = str(info.value)
-  assert any(re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", message) for n in names), \
-      f"error does not name {names}: {message}"
-
-
-def _finite(tree) -> bool:
-  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def _graph(senders=SENDERS, receivers=RECEIVERS, n=N, nodes=None) -> jraph.GraphsTuple:
@@ -107,7 +92,7 @@ def test_endpoints_out_of_range(fuzz_record, name, which, index, bad):
   ends[which][index] = bad
   g = _graph(ends["senders"], ends["receivers"])
   call = (lambda: HOST_CALLS[name](g)) if name in HOST_CALLS else (lambda: GRAPH_CALLS[name][0](g, None, Y))
-  _raises_clean(call, f"graph.{which}")
+  raises_clean(call, f"graph.{which}")
 
 
 @FUZZ
@@ -122,7 +107,7 @@ def test_mismatched_node_counts(fuzz_record, name, where, rows):
   else:                                    # graph.nodes disagrees with the features
     g, y = _graph(nodes=jnp.ones((rows, 3))), Y
   names = {"features": (arg,), "n_node": ("graph.n_node",), "nodes": ("graph.nodes",)}[where]
-  _raises_clean(lambda: fn(g, None, y), *names)
+  raises_clean(lambda: fn(g, None, y), *names)
 
 
 @FUZZ
@@ -131,7 +116,7 @@ def test_nonfinite_edge_weights(fuzz_record, name, bad, index):
   fuzz_record(f"graph.{name}")
   fn, w_name, _ = GRAPH_CALLS[name]
   w = jnp.ones(E).at[index].set(bad)
-  _raises_clean(lambda: fn(_graph(), w, Y), w_name)
+  raises_clean(lambda: fn(_graph(), w, Y), w_name)
 
 
 @FUZZ
@@ -139,7 +124,7 @@ def test_nonfinite_edge_weights(fuzz_record, name, bad, index):
 def test_edge_weight_shape(fuzz_record, name, shape):
   fuzz_record(f"graph.{name}")
   fn, w_name, _ = GRAPH_CALLS[name]
-  _raises_clean(lambda: fn(_graph(), jnp.ones(shape), Y), w_name)
+  raises_clean(lambda: fn(_graph(), jnp.ones(shape), Y), w_name)
 
 
 @FUZZ
@@ -154,9 +139,9 @@ def test_feature_rank(fuzz_record, name, shape):
     if shape == (N,):
       assert call().shape == (N, 2)
     else:
-      _raises_clean(call, arg)
+      raises_clean(call, arg)
     return
-  _raises_clean(lambda: fn(_graph(), None, y), arg)
+  raises_clean(lambda: fn(_graph(), None, y), arg)
 
 
 @FUZZ
@@ -168,8 +153,8 @@ def test_nonfinite_features_propagate(fuzz_record, name, bad, row, col):
   fuzz_record(f"graph.{name}")
   y = Y.at[row, col].set(bad)
   out = GRAPH_CALLS[name][0](_graph(), None, y)
-  assert not _finite(out)
-  assert _finite(GRAPH_CALLS[name][0](_graph(), None, Y))
+  assert not finite(out)
+  assert finite(GRAPH_CALLS[name][0](_graph(), None, Y))
 
 
 @FUZZ
@@ -179,14 +164,14 @@ def test_float_endpoints(fuzz_record, which, dtype):
   ends = {"graph.senders": np.asarray(SENDERS), "graph.receivers": np.asarray(RECEIVERS)}
   ends[which] = ends[which].astype(dtype)
   g = _graph()._replace(senders=ends["graph.senders"], receivers=ends["graph.receivers"])
-  _raises_clean(lambda: ops.degree(g), which)
+  raises_clean(lambda: ops.degree(g), which)
 
 
 @FUZZ
 @given(st.sampled_from([(N + 1,), (N - 1,), (N, 1), ()]))
 def test_sym_norm_degree_shape(fuzz_record, shape):
   fuzz_record("graph.ops.sym_norm_weights")
-  _raises_clean(lambda: ops.sym_norm_weights(_graph(), jnp.ones(shape)), "d")
+  raises_clean(lambda: ops.sym_norm_weights(_graph(), jnp.ones(shape)), "d")
 
 
 @FUZZ
@@ -202,7 +187,7 @@ def test_pad_graph_budgets(fuzz_record, which, value):
     mask = np.asarray(ops.edge_mask(padded))
     assert mask.shape == (budgets["n_edge"],) and mask.sum() == E
   else:
-    _raises_clean(call, which)
+    raises_clean(call, which)
 
 
 @FUZZ
@@ -211,10 +196,10 @@ def test_sparse_features_from_dense(fuzz_record, shape, bad):
   fuzz_record("graph.ops.SparseFeatures")
   x = np.ones((3, 4), np.float32)
   if bad is None:
-    _raises_clean(lambda: ops.SparseFeatures.from_dense(np.ones(shape)), "x")
+    raises_clean(lambda: ops.SparseFeatures.from_dense(np.ones(shape)), "x")
   else:
     x[1, 2] = bad
-    _raises_clean(lambda: ops.SparseFeatures.from_dense(x), "x")
+    raises_clean(lambda: ops.SparseFeatures.from_dense(x), "x")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -287,9 +272,9 @@ def test_hyperparameters(fuzz_record, name, data):
   arg = data.draw(st.sampled_from(sorted(args)))
   value = data.draw(st.sampled_from([v for v in HYPER_VALUES if not (iterative and v == 1e30)]))
   if _valid(args[arg], value):
-    assert _finite(call(arg, value)), (name, arg, value)
+    assert finite(call(arg, value)), (name, arg, value)
   else:
-    _raises_clean(lambda: call(arg, value), arg)
+    raises_clean(lambda: call(arg, value), arg)
 
 
 @FUZZ
@@ -306,9 +291,9 @@ def test_num_steps(fuzz_record, name, k):
   }
   if isinstance(k, int) and k >= 0:
     out = calls[name]()
-    assert _finite(out) and out.shape[0] == N
+    assert finite(out) and out.shape[0] == N
   else:
-    _raises_clean(calls[name], "num_steps")
+    raises_clean(calls[name], "num_steps")
 
 
 @SMALL
@@ -317,7 +302,7 @@ def test_bloom_model_settings(fuzz_record, field, bad):
   fuzz_record("graph.energy.BloomModel")
   kwargs = {"before": (3,), "num_steps": 2, field: (int(bad) if field == "num_steps" and math.isfinite(bad) else bad)}
   model = energy.BloomModel(**kwargs)
-  _raises_clean(lambda: model.init(jax.random.key(0), jnp.ones((N, 5)), LOOPS), field)
+  raises_clean(lambda: model.init(jax.random.key(0), jnp.ones((N, 5)), LOOPS), field)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,7 +335,7 @@ def test_labels_and_masks(fuzz_record, name, fault, index):
       y_soft = jnp.full((N, num_classes), 0.5)
     call = lambda: label_propagation.correct_and_smooth(_graph(), y_soft, labels, mask,  # noqa: E731
                                                         num_correction_steps=2, num_smoothing_steps=2)
-  _raises_clean(call, arg)
+  raises_clean(call, arg)
 
 
 @FUZZ
@@ -368,7 +353,7 @@ def test_relation_step_inputs(fuzz_record, fault, index):
     h, arg = [jnp.eye(D), jnp.ones((2, D, D + 1)), jnp.ones((2, D + 1, D + 1))][index % 3], "h"
   for fn in (energy.relation_step, energy.relation_energy):
     kwargs = {"alpha": 0.5} if fn is energy.relation_step else {}
-    _raises_clean(lambda fn=fn, kwargs=kwargs: fn(_graph(), relation, h, Y, F, lam=1.0, inverse=inverse, **kwargs),
+    raises_clean(lambda fn=fn, kwargs=kwargs: fn(_graph(), relation, h, Y, F, lam=1.0, inverse=inverse, **kwargs),
                   arg)
 
 
@@ -404,7 +389,7 @@ def test_kge_ids_out_of_range(fuzz_record, name, kind, which, col, bad):
     t = t.at[1, col].set(bad)
   else:
     n = n.at[1, 0, col].set(bad)
-  _raises_clean(lambda: KG_CALLS[name](kind, y, r, t, n), which)
+  raises_clean(lambda: KG_CALLS[name](kind, y, r, t, n), which)
 
 
 @FUZZ
@@ -432,7 +417,7 @@ def test_kge_inputs(fuzz_record, name, fault, bad):
       kw, arg = {"margin": bad}, "margin"
     else:
       kw = {"lr": bad}
-  _raises_clean(lambda: KG_CALLS[name](kind, y, r, t, n, **kw), arg)
+  raises_clean(lambda: KG_CALLS[name](kind, y, r, t, n, **kw), arg)
 
 
 @SMALL
@@ -452,9 +437,9 @@ def test_train_kge_settings(fuzz_record, arg, bad):
   call = lambda: kg.train_kge(jax.random.key(0), **kwargs)  # noqa: E731
   if valid:
     y, r, trace = call()
-    assert y.shape == (3, 2) and trace.shape == (kwargs["num_steps"],) and _finite(trace)
+    assert y.shape == (3, 2) and trace.shape == (kwargs["num_steps"],) and finite(trace)
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 @FUZZ
@@ -475,7 +460,7 @@ def test_make_synthetic_kg(fuzz_record, arg, value):
     assert data.train.shape[1] == 3 and len(data.train) + len(data.test) <= kwargs["num_triples"]
     assert data.train.size == 0 or data.train[:, [0, 2]].max() < kwargs["num_entities"]
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 @FUZZ
@@ -495,4 +480,4 @@ def test_filtered_mrr(fuzz_record, which, fault, col):
   if fault == "empty" and which == "known_triples":
     assert 0 < call() <= 1                  # nothing to filter: plain MRR
   else:
-    _raises_clean(call, which)
+    raises_clean(call, which)

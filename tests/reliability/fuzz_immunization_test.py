@@ -17,29 +17,14 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxgen.immunization import fsc, imma, lto, mima
+from tests.reliability._fuzz import FUZZ, finite, raises_clean
 
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SMALL = settings(FUZZ, max_examples=10)
 BAD_FLOATS = [math.nan, math.inf, -math.inf, -1.0, -1e-3, 0.0, 0.5, 1.0, 1.5, 1e30]
-
-
-def _raises_clean(call, *names):
-  """``call()`` raises ValueError/TypeError whose message names one of ``names`` (as a whole word)."""
-  with pytest.raises((ValueError, TypeError)) as info:
-    call()
-  message = str(info.value)
-  assert any(re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", message) for n in names), \
-      f"error does not name {names}: {message}"
-
-
-def _finite(tree) -> bool:
-  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def _apply(theta, x):
@@ -93,16 +78,16 @@ def test_fsc_learners(fuzz_record, method, fault):
                                          _fsc_cfg(**cfg_kw))
   if arg is None or (method == "protonet" and fault == "steps"):   # documented: protonet ignores steps
     logits = call()
-    assert logits.shape == (3, 2) and _finite(logits)
+    assert logits.shape == (3, 2) and finite(logits)
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 @FUZZ
 @given(st.sampled_from(["ProtoNet", "maml", "", "linear"]))
 def test_fsc_learner_method(fuzz_record, method):
   fuzz_record("immunization.fsc_learner")
-  _raises_clean(lambda: fsc.fsc_learner(method), "method")
+  raises_clean(lambda: fsc.fsc_learner(method), "method")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -134,7 +119,7 @@ def test_sample_task_and_support(fuzz_record, arg, k):
     assert xs.shape[1:] == (4,) and np.bincount(np.asarray(ys)).tolist() == [xs.shape[0] // 2] * 2
   else:
     names = ("k_support", "k_obstruct") if arg in ("k_support", "k_obstruct") else (arg,)
-    _raises_clean(call, *names)
+    raises_clean(call, *names)
 
 
 @FUZZ
@@ -145,7 +130,7 @@ def test_restricted_mask_from_labels(fuzz_record, labels):
   if labels in ([1], [0, 0]):
     assert call().sum() == len(set(labels))
   else:
-    _raises_clean(call, "restricted_labels")
+    raises_clean(call, "restricted_labels")
 
 
 @FUZZ
@@ -177,7 +162,7 @@ def test_accuracy_by_group(fuzz_record, fault):
     logits, targets = logits[:0], targets[:0]
   call = lambda: lto.accuracy_by_group(logits, targets, restricted, groups)  # noqa: E731
   if arg is not None:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
     return
   out = call()
   if fault == "empty":                                   # documented: an empty subset gets NaN
@@ -203,7 +188,7 @@ def test_drop_ratio(fuzz_record, name, arg, value):
     else:
       assert re.fullmatch(r"-?\d+\.\d\d\*?", out), out
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 LTO_FIELDS = {"lambda_r": ([0.0, 2.0], [-1.0, math.nan, math.inf]),
@@ -228,9 +213,9 @@ def test_lto_config(fuzz_record, field, valid, data):
     cfg = call()
     loss, (ce_r, ce_o) = lto.lto_outer_loss(THETA, (XS, YS), (XQ, jnp.asarray([0, 1, 1])), jnp.asarray([True, False]),
                                             None, cfg)
-    assert _finite((loss, ce_r, ce_o))
+    assert finite((loss, ce_r, ce_o))
   else:
-    _raises_clean(call, field)
+    raises_clean(call, field)
 
 
 @SMALL
@@ -244,7 +229,7 @@ def test_evaluate_fsc(fuzz_record, arg, value):
     kw["restricted_labels"], names = [value, 0] if value != 0 else [0, 1], ("restricted_labels",)
   else:
     kw[arg], names = (value if value != 3 else {"k_shot": 9, "reps": True}[arg]), (arg,)
-  _raises_clean(lambda: lto.evaluate_fsc(THETA, "protonet", POOL, (XQ, jnp.asarray([0, 1, 1])), jax.random.key(0),
+  raises_clean(lambda: lto.evaluate_fsc(THETA, "protonet", POOL, (XQ, jnp.asarray([0, 1, 1])), jax.random.key(0),
                                          **kw), *names)
 
 
@@ -268,12 +253,12 @@ def test_kv_merge_ridge(fuzz_record, ridge, rows):
   w0, c_reg, c_t, v_t = _merge_problem(r=rows)
   call = lambda: mima.kv_merge(w0, c_reg, c_t, v_t, ridge=ridge)  # noqa: E731
   if not (math.isfinite(ridge) and ridge >= 0):
-    _raises_clean(call, "ridge")
+    raises_clean(call, "ridge")
   elif ridge == 0 and rows < D_CTX:                      # C_reg^T C_reg is singular: no silent NaN
-    _raises_clean(call, "c_reg", "ridge")
+    raises_clean(call, "c_reg", "ridge")
   else:
     w = call()
-    assert _finite(w)
+    assert finite(w)
     if ridge < 1e6:                                      # the constraint C_t W = V_t holds
       np.testing.assert_allclose(c_t @ np.asarray(w), v_t, atol=1e-3 * max(1.0, ridge))
 
@@ -302,7 +287,7 @@ def test_kv_merge_shapes(fuzz_record, fault):
     c_t, v_t = np.ones((D_CTX + 1, D_CTX), np.float32), np.ones((D_CTX + 1, D_OUT), np.float32)
   else:
     c_reg = c_reg.astype(np.int32)
-  _raises_clean(lambda: mima.kv_merge(w0, c_reg, c_t, v_t, ridge=1e-3), arg)
+  raises_clean(lambda: mima.kv_merge(w0, c_reg, c_t, v_t, ridge=1e-3), arg)
 
 
 @FUZZ
@@ -326,7 +311,7 @@ def test_kv_merge_from_weights(fuzz_record, fault):
     w = np.asarray(call())
     np.testing.assert_allclose(c_t[:1] @ w, c_t[:1] @ ws[0], atol=1e-3)   # each concept's rows keep its outputs
   else:
-    _raises_clean(call, arg, "c_targets_per_concept", "w_adapted_per_concept")
+    raises_clean(call, arg, "c_targets_per_concept", "w_adapted_per_concept")
 
 
 def _kv_params():
@@ -359,10 +344,10 @@ def test_merge_params(fuzz_record, fault, num):
   call = lambda: mima.merge_params(base, adapted, kv_paths, contexts, c_reg, ridge=1e-3)  # noqa: E731
   if arg is None:
     merged = call()
-    assert jax.tree.structure(merged) == jax.tree.structure(base) and _finite(merged)
+    assert jax.tree.structure(merged) == jax.tree.structure(base) and finite(merged)
     np.testing.assert_allclose(merged["mlp"], np.mean([a["mlp"] for a in adapted], axis=0), rtol=1e-6)
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 @FUZZ
@@ -372,12 +357,12 @@ def test_dedupe_rows(fuzz_record, atol, fault):
   c = np.asarray([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
   v = np.arange(6.0).reshape(3, 2)
   if fault == "shape":
-    _raises_clean(lambda: mima.dedupe_rows(c, v[:2]), "c_targets", "v_targets")
+    raises_clean(lambda: mima.dedupe_rows(c, v[:2]), "c_targets", "v_targets")
   elif isinstance(atol, float) and math.isfinite(atol) and atol >= 0:
     c_out, v_out = mima.dedupe_rows(c, v, atol=atol)
     assert len(c_out) == (1 if atol >= 1.0 else 2) and np.array_equal(v_out[0], v[0])
   else:
-    _raises_clean(lambda: mima.dedupe_rows(c, v, atol=atol), "atol")
+    raises_clean(lambda: mima.dedupe_rows(c, v, atol=atol), "atol")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -392,11 +377,11 @@ def test_lora_phi_init_rank(fuzz_record, rank, targets):
   call = lambda: imma.lora_phi_init(jax.random.key(0), params, rank=rank, targets=targets)  # noqa: E731
   positive_int = isinstance(rank, (int, np.integer)) and not isinstance(rank, bool) and rank >= 1
   if not positive_int:
-    _raises_clean(call, "rank")
+    raises_clean(call, "rank")
   elif targets == "nothing":
-    _raises_clean(call, "targets")
+    raises_clean(call, "targets")
   elif rank > 3:                                         # not low-rank for a [4, 3] kernel
-    _raises_clean(call, "rank")
+    raises_clean(call, "rank")
   else:
     phi = call()
     assert set(phi) == ({"attn/k"} if targets == "attn/k" else {"attn/k", "attn/v"})
@@ -410,9 +395,9 @@ def test_lora_phi_init_alpha(fuzz_record, alpha):
   fuzz_record("immunization.lora_phi_init")
   call = lambda: imma.lora_phi_init(jax.random.key(0), _kv_params(), rank=2, targets="attn/k", alpha=alpha)  # noqa
   if alpha is None or (math.isfinite(alpha) and alpha > 0):
-    assert _finite(call())
+    assert finite(call())
   else:
-    _raises_clean(call, "alpha")
+    raises_clean(call, "alpha")
 
 
 @FUZZ
@@ -427,7 +412,7 @@ def test_lora_phi_apply(fuzz_record, fault):
     phi = {"attn/q": phi["attn/k"]}
   else:
     phi = {"attn/v": dataclasses.replace(phi["attn/k"], a=jnp.zeros((D_CTX + 1, 2)))}
-  _raises_clean(lambda: imma.lora_phi_apply(params, phi), "phi", "params")
+  raises_clean(lambda: imma.lora_phi_apply(params, phi), "phi", "params")
 
 
 @FUZZ
@@ -441,7 +426,7 @@ def test_split_params(fuzz_record, targets):
     recombined = imma.combine_params(selected, rest)
     assert all(bool(jnp.all(a == b)) for a, b in zip(jax.tree.leaves(recombined), jax.tree.leaves(params)))
   else:
-    _raises_clean(call, "targets")
+    raises_clean(call, "targets")
 
 
 def _attack_loss(p, batch, key):
@@ -475,7 +460,7 @@ def test_attacks(fuzz_record, name, arg, value):
     assert [s for s, _ in checkpoints] == steps and losses.shape == (kw["num_steps"],)
     assert np.all(np.isfinite(losses))
   else:
-    _raises_clean(call, arg, "num_steps", "record_every")
+    raises_clean(call, arg, "num_steps", "record_every")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -521,7 +506,7 @@ def test_imma_mima_config(fuzz_record, name, field, valid, data):
   if valid:
     assert call().inner_steps >= 1
   else:
-    _raises_clean(call, field)
+    raises_clean(call, field)
 
 
 @FUZZ
@@ -534,7 +519,7 @@ def test_mima_init_concepts(fuzz_record, num):
   if isinstance(num, int) and not isinstance(num, bool) and num >= 1:
     assert call().deltas["k"].shape == (num, D_CTX, D_OUT)
   else:
-    _raises_clean(call, "num_concepts")
+    raises_clean(call, "num_concepts")
 
 
 @FUZZ
@@ -568,9 +553,9 @@ def test_mima_concept_sets(fuzz_record, name, fault):
     call = lambda: mima.mima_step(state, {}, batches, None, jax.random.key(0), cfg, contexts, c_reg)  # noqa
   if arg is None:
     out = call()
-    assert _finite(out[0] if name == "mima_outer_loss" else out[0].theta_u)
+    assert finite(out[0] if name == "mima_outer_loss" else out[0].theta_u)
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 @SMALL
@@ -581,7 +566,7 @@ def test_experiment_concept_ids(fuzz_record, tmp_path_factory, concepts):
   from jaxgen.experiments import immunization as experiment
   config = dataclasses.replace(experiment.Config.quick(), concepts=concepts)
   out = tmp_path_factory.mktemp("imm")
-  _raises_clean(lambda: experiment.run(config, out, progress=False), "concepts")
+  raises_clean(lambda: experiment.run(config, out, progress=False), "concepts")
   assert not any(out.iterdir())                          # validated before anything is written
 
 
@@ -593,7 +578,7 @@ def test_training_loop_settings(fuzz_record, name, arg, value):
   fuzz_record(f"immunization.{name}")
   theta = {"k": jnp.ones((D_CTX, D_OUT))}
   if name == "kv_delta_init":
-    _raises_clean(lambda: mima.kv_delta_init(theta, ("q",) if arg == "chunk" else "k"), "kv_paths")
+    raises_clean(lambda: mima.kv_delta_init(theta, ("q",) if arg == "chunk" else "k"), "kv_paths")
     return
   if value == 0 and (arg == "num_steps" or name == "lto_train"):
     value = -1                                            # 0 steps is valid (nothing to run)
@@ -611,4 +596,4 @@ def test_training_loop_settings(fuzz_record, name, arg, value):
     cfg = lto.LTOConfig(fsc=_fsc_cfg(), num_steps=value if arg == "cfg.num_steps" else 1)
     kw = {"log_every": value} if arg == "log_every" else {}
     call = lambda: lto.lto_train(THETA, lambda k: None, jax.random.key(0), cfg, **kw)  # noqa: E731
-  _raises_clean(call, arg)
+  raises_clean(call, arg)

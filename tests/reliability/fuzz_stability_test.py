@@ -9,36 +9,21 @@ the documentation says so (StableMax of logits up to the dtype's maximum; ⊥Gra
 from __future__ import annotations
 
 import math
-import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxgen import stability
 from jaxgen.optim import perp_grad
+from tests.reliability._fuzz import FUZZ, finite, raises_clean
 
-FUZZ = settings(max_examples=15, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SMALL = settings(FUZZ, max_examples=10)
 BAD_FLOATS = [math.nan, math.inf, -math.inf, -1.0, -1e-3, 0.0, 0.5, 1.0, 1.5, 1e30]
 COUNTS = [-1, 0, 1, 3, 2.0, 1.5, True, math.nan, "4"]
-
-
-def _raises_clean(call, *names):
-  """``call()`` raises ValueError/TypeError whose message names one of ``names`` (as a whole word)."""
-  with pytest.raises((ValueError, TypeError)) as info:
-    call()
-  message = str(info.value)
-  assert any(re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", message) for n in names), \
-      f"error does not name {names}: {message}"
-
-
-def _finite(tree) -> bool:
-  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -58,15 +43,15 @@ def extreme_logits(draw):
 @FUZZ
 @given(st.sampled_from(["stablemax", "log_stablemax", "stablemax_cross_entropy"]), extreme_logits(),
        st.integers(0, 3))
-def test_stablemax_extreme_logits_stay_finite(fuzz_record, name, z, label):
+def test_stablemax_extreme_logits_stayfinite(fuzz_record, name, z, label):
   """Documented: any finite logits (up to the dtype's max/min) give finite probabilities summing to 1."""
   fuzz_record(f"stability.{name}")
   if name == "stablemax_cross_entropy":
     loss = stability.stablemax_cross_entropy(z, jnp.full((2,), label))
-    assert _finite(loss) and bool(jnp.all(loss >= 0))
+    assert finite(loss) and bool(jnp.all(loss >= 0))
     return
   out = getattr(stability, name)(z)
-  assert out.dtype == z.dtype and _finite(out)
+  assert out.dtype == z.dtype and finite(out)
   p = out.astype(jnp.float32) if name == "stablemax" else jnp.exp(out.astype(jnp.float32))
   tol = 1e-5 if z.dtype == jnp.float32 else 2e-2
   np.testing.assert_allclose(p.sum(-1), 1.0, rtol=tol)
@@ -81,12 +66,12 @@ def test_stablemax_nonfinite_logits(fuzz_record, name, bad, col):
   fuzz_record(f"stability.{name}")
   z = jnp.asarray([[0.5, -1.0, 2.0, 0.0], [1.0, 2.0, -3.0, 0.25]]).at[0, col].set(bad)
   out = getattr(stability, name)(z)
-  assert _finite(out[1])                         # the other row is untouched
+  assert finite(out[1])                         # the other row is untouched
   if name in ("stablemax_s", "stablemax_log_s"):   # elementwise
-    assert _finite(jnp.delete(out[0], col)) and (math.isnan(bad) == bool(jnp.isnan(out[0, col])))
+    assert finite(jnp.delete(out[0], col)) and (math.isnan(bad) == bool(jnp.isnan(out[0, col])))
   elif bad == -math.inf:
     p = out[0] if name == "stablemax" else jnp.exp(out[0])
-    assert float(p[col]) == 0.0 and _finite(jnp.delete(out[0], col))
+    assert float(p[col]) == 0.0 and finite(jnp.delete(out[0], col))
     np.testing.assert_allclose(p.sum(), 1.0, rtol=1e-6)
   else:
     assert bool(jnp.all(jnp.isnan(out[0])))
@@ -100,7 +85,7 @@ def test_integer_logits(fuzz_record, name, dtype):
   fuzz_record(f"stability.{name}")
   z = jnp.ones((2, 3), dtype)
   args = (z, jnp.zeros((2,), jnp.int32)) if name == "stablemax_cross_entropy" else (z,)
-  _raises_clean(lambda: getattr(stability, name)(*args), "logits", "x")
+  raises_clean(lambda: getattr(stability, name)(*args), "logits", "x")
 
 
 @FUZZ
@@ -108,7 +93,7 @@ def test_integer_logits(fuzz_record, name, dtype):
        st.sampled_from([2, -3, 5, 1.0, None, "0"]))
 def test_bad_axis(fuzz_record, name, axis):
   fuzz_record(f"stability.{name}")
-  _raises_clean(lambda: getattr(stability, name)(jnp.ones((2, 3)), axis=axis), "axis")
+  raises_clean(lambda: getattr(stability, name)(jnp.ones((2, 3)), axis=axis), "axis")
 
 
 @FUZZ
@@ -125,7 +110,7 @@ def test_cross_entropy_labels(fuzz_record, fault, row, bad):
     labels, arg = (labels[:1], labels[:, None])[row], "labels"
   else:
     kwargs, arg = {"compute_dtype": (jnp.int32, "int8")[row]}, "compute_dtype"
-  _raises_clean(lambda: stability.stablemax_cross_entropy(z, labels, **kwargs), arg)
+  raises_clean(lambda: stability.stablemax_cross_entropy(z, labels, **kwargs), arg)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -141,16 +126,16 @@ def test_softmax_collapse(fuzz_record, name, fault, margin):
   fn = getattr(stability, name)
   z = jnp.asarray([[margin, 0.0, 0.0], [0.0, 0.0, 0.0]])
   if fault == "no_classes":
-    _raises_clean(lambda: fn(z[:, :0]), "logits")
+    raises_clean(lambda: fn(z[:, :0]), "logits")
   elif fault == "no_examples":
     if name == "softmax_collapse_mask":
       assert fn(z[:0]).shape == (0,)             # a mask of no examples is empty, not an error
     else:
-      _raises_clean(lambda: fn(z[:0]), "logits")
+      raises_clean(lambda: fn(z[:0]), "logits")
   elif fault == "dtype_int":
-    _raises_clean(lambda: fn(z, jnp.int32), "dtype")
+    raises_clean(lambda: fn(z, jnp.int32), "dtype")
   elif fault == "float64_without_x64":
-    _raises_clean(lambda: fn(z, jnp.float64), "dtype")
+    raises_clean(lambda: fn(z, jnp.float64), "dtype")
   else:
     out = np.asarray(fn(z))
     collapsed = margin > 17                      # e^-margin < 2^-24 (float32)
@@ -164,7 +149,7 @@ def test_softmax_collapse(fuzz_record, name, fault, margin):
 @given(st.sampled_from([(0,), (0, 3), (2, 0)]))
 def test_zero_loss_fraction_empty(fuzz_record, shape):
   fuzz_record("stability.zero_loss_fraction")
-  _raises_clean(lambda: stability.zero_loss_fraction(jnp.zeros(shape)), "per_example_loss")
+  raises_clean(lambda: stability.zero_loss_fraction(jnp.zeros(shape)), "per_example_loss")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -220,16 +205,16 @@ def test_sharpness_inputs(fuzz_record, name, fault):
   fuzz_record(f"stability.{name}")
   call = SHARPNESS[name]
   if fault == "int_params":
-    _raises_clean(lambda: call(_quad, {"w": jnp.ones(3, jnp.int32)}), "params")
+    raises_clean(lambda: call(_quad, {"w": jnp.ones(3, jnp.int32)}), "params")
   elif fault == "empty_params":
-    _raises_clean(lambda: call(_quad, {"w": jnp.ones(0)}), "params")
+    raises_clean(lambda: call(_quad, {"w": jnp.ones(0)}), "params")
   elif fault == "vector_loss":
-    _raises_clean(lambda: call(lambda p: A @ p["w"], PARAMS), "loss_fn")
+    raises_clean(lambda: call(lambda p: A @ p["w"], PARAMS), "loss_fn")
   elif fault == "int_loss":
-    _raises_clean(lambda: call(lambda p: jnp.sum(p["w"] > 0), PARAMS), "loss_fn")
+    raises_clean(lambda: call(lambda p: jnp.sum(p["w"] > 0), PARAMS), "loss_fn")
   elif fault == "nan_params":                   # documented: non-finite data propagates
     out = call(lambda p: jnp.sum(p["w"] ** 4), {"w": jnp.asarray([1.0, jnp.nan, 2.0])})
-    assert not _finite(_value(name, out))
+    assert not finite(_value(name, out))
   else:
     value = float(_value(name, call(_quad, PARAMS)))
     assert value == pytest.approx(EXPECTED.get(name, 3.0), rel=1e-4)
@@ -243,9 +228,9 @@ def test_sharpness_counts(fuzz_record, name, value):
   call = lambda: SHARPNESS[name](_quad, PARAMS, **{arg: value})  # noqa: E731
   valid = isinstance(value, int) and not isinstance(value, bool) and value >= 1 and (name != "lanczos" or value <= 3)
   if valid:
-    assert _finite(_value(name, call()))
+    assert finite(_value(name, call()))
   else:
-    _raises_clean(call, arg)
+    raises_clean(call, arg)
 
 
 @FUZZ
@@ -255,9 +240,9 @@ def test_probe_distribution(fuzz_record, name, dist):
   fuzz_record(f"stability.{name}")
   call = lambda: SHARPNESS[name](_quad, PARAMS, dist=dist)  # noqa: E731
   if dist in ("rademacher", "gaussian"):
-    assert _finite(_value(name, call()))
+    assert finite(_value(name, call()))
   else:
-    _raises_clean(call, "dist")
+    raises_clean(call, "dist")
 
 
 @FUZZ
@@ -266,9 +251,9 @@ def test_power_iteration_tol(fuzz_record, name, tol):
   fuzz_record(f"stability.{name}")
   call = lambda: SHARPNESS[name](_quad, PARAMS, tol=tol)  # noqa: E731
   if tol >= 0:                                   # inf is allowed: stop after two iterations
-    assert _finite(_value(name, call()))
+    assert finite(_value(name, call()))
   else:
-    _raises_clean(call, "tol")
+    raises_clean(call, "tol")
 
 
 @FUZZ
@@ -279,9 +264,9 @@ def test_linear_stability(fuzz_record, name, sharpness):
     fuzz_record(f"stability.{name}")
     call = lambda lr=lr: getattr(stability, name)(sharpness, lr)  # noqa: E731
     if not (math.isfinite(lr) and lr > 0):
-      _raises_clean(call, "lr")
+      raises_clean(call, "lr")
     elif math.isnan(sharpness):
-      _raises_clean(call, "lambda_max", "trace")
+      raises_clean(call, "lambda_max", "trace")
     else:                                        # +-inf and negative sharpness have a verdict too
       assert bool(call()) == (sharpness <= 2.0 / lr)
 
@@ -294,9 +279,9 @@ def test_stability_report_lr(fuzz_record, lr):
                                             num_iters=10)
   if math.isfinite(lr) and lr > 0:
     out = call()
-    assert bool(out["gd_stable"]) == (3.0 <= 2.0 / lr) and _finite(out["lr_x_trace"])
+    assert bool(out["gd_stable"]) == (3.0 <= 2.0 / lr) and finite(out["lr_x_trace"])
   else:
-    _raises_clean(call, "lr")
+    raises_clean(call, "lr")
 
 
 @FUZZ
@@ -304,7 +289,7 @@ def test_stability_report_lr(fuzz_record, lr):
 def test_hvp_tangent(fuzz_record, fault):
   fuzz_record("stability.hvp")
   v = {"w": jnp.ones(3), "b": jnp.ones(1)} if fault == "structure" else {"w": jnp.ones(4)}
-  _raises_clean(lambda: stability.hvp(_quad, PARAMS, None, v), "v")
+  raises_clean(lambda: stability.hvp(_quad, PARAMS, None, v), "v")
 
 
 @FUZZ
@@ -314,11 +299,11 @@ def test_gauss_newton_trace(fuzz_record, fault):
   model = lambda p, x: p["w"] @ x  # noqa: E731
   xs = jnp.eye(3)
   if fault == "empty":
-    _raises_clean(lambda: stability.gauss_newton_trace(model, PARAMS, xs[:0]), "xs")
+    raises_clean(lambda: stability.gauss_newton_trace(model, PARAMS, xs[:0]), "xs")
   elif fault == "scalar_xs":
-    _raises_clean(lambda: stability.gauss_newton_trace(model, PARAMS, jnp.asarray(1.0)), "xs")
+    raises_clean(lambda: stability.gauss_newton_trace(model, PARAMS, jnp.asarray(1.0)), "xs")
   elif fault == "vector_output":
-    _raises_clean(lambda: stability.gauss_newton_trace(lambda p, x: p["w"] * x, PARAMS, xs), "model_fn")
+    raises_clean(lambda: stability.gauss_newton_trace(lambda p, x: p["w"] * x, PARAMS, xs), "model_fn")
   else:
     assert float(stability.gauss_newton_trace(model, PARAMS, xs)) == pytest.approx(1.0)
 
@@ -334,7 +319,7 @@ def test_perp_grad_eps_and_edge_cases(fuzz_record, eps, rescale, case):
   fuzz_record("optim.perp_grad")
   valid = not isinstance(eps, (bool, str)) and math.isfinite(eps) and eps >= 0
   if not valid:
-    _raises_clean(lambda: perp_grad(rescale=rescale, eps=eps), "eps")
+    raises_clean(lambda: perp_grad(rescale=rescale, eps=eps), "eps")
     return
   w = {"generic": jnp.asarray([1.0, 0.0, 2.0]), "zero_weights": jnp.zeros(3), "zero_grad": jnp.asarray([1.0, 2.0, 3.0]),
        "parallel": jnp.asarray([1.0, 2.0, 3.0])}[case]
@@ -342,7 +327,7 @@ def test_perp_grad_eps_and_edge_cases(fuzz_record, eps, rescale, case):
        "zero_grad": jnp.zeros(3), "parallel": -2.0 * w}[case]
   tx = perp_grad(rescale=rescale, eps=eps)
   out = tx.update({"w": g}, tx.init({"w": w}), {"w": w})[0]["w"]
-  assert _finite(out)
+  assert finite(out)
   if case == "zero_weights" and (not rescale or eps <= 1e-20):
     np.testing.assert_allclose(out, g, rtol=1e-6)       # documented: passes the gradient through
   elif case == "zero_grad":
@@ -361,13 +346,13 @@ def test_perp_grad_inputs(fuzz_record, fault, rescale):
   params = {"w": jnp.ones((2, 3)), "b": jnp.zeros((3,))}
   grads = {"w": jnp.full((2, 3), 0.5), "b": jnp.ones((3,))}
   if fault == "shape":
-    _raises_clean(lambda: tx.update({**grads, "w": jnp.ones((3, 2))}, tx.init(params), params), "updates", "params")
+    raises_clean(lambda: tx.update({**grads, "w": jnp.ones((3, 2))}, tx.init(params), params), "updates", "params")
   elif fault == "structure":
-    _raises_clean(lambda: tx.update({"w": grads["w"]}, tx.init(params), params), "updates", "params")
+    raises_clean(lambda: tx.update({"w": grads["w"]}, tx.init(params), params), "updates", "params")
   elif fault == "int_dtype":
-    _raises_clean(lambda: tx.update({**grads, "b": jnp.ones((3,), jnp.int32)}, tx.init(params), params), "updates")
+    raises_clean(lambda: tx.update({**grads, "b": jnp.ones((3,), jnp.int32)}, tx.init(params), params), "updates")
   elif fault == "no_params":
-    _raises_clean(lambda: tx.update(grads, tx.init(params)), "params")
+    raises_clean(lambda: tx.update(grads, tx.init(params)), "params")
   else:                                                  # documented: non-finite gradients propagate
     out = tx.update({**grads, "w": grads["w"].at[0, 1].set(jnp.nan)}, tx.init(params), params)[0]
-    assert not _finite(out["w"]) and _finite(out["b"])
+    assert not finite(out["w"]) and finite(out["b"])
