@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -21,8 +23,28 @@
 # loop). This notebook shows the API on a toy problem, then runs the conv4 reproduction (Omniglot; MNIST in the full
 # preset). Set `JAXGEN_FAST=1` for a seconds-long run (what CI does).
 
+# %% [markdown]
+# **Install.** Where `jaxgen` is already importable (a checkout with `pip install -e .`, or CI) the next cell does
+# nothing. On Colab ([open this notebook there](https://colab.research.google.com/) from the repository's
+# `colabs/` folder) it pip-installs jaxgen from `JAXGEN_SOURCE` (this repository's pip address, e.g.
+# `git+https://github.com/<owner>/jaxgen`). jaxgen accepts Colab's newer jax: on Python >= 3.12 it asks only for
+# `jax>=0.10`. Datasets are not downloaded: copy the repository's `shared/data` folder (sha256-checked) to the
+# runtime and set `JAXGEN_DATA` to it.
+
 # %%
-# On Colab: !pip install -q "jaxgen @ git+<this repository>"  (datasets: set JAXGEN_DATA to a copy of shared/data)
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("jaxgen") is None:
+  source = os.environ.get("JAXGEN_SOURCE", "")
+  if not source:
+    raise RuntimeError("jaxgen is not installed: set os.environ['JAXGEN_SOURCE'] to this repository's pip address "
+                       "(e.g. 'git+https://github.com/<owner>/jaxgen') and rerun this cell")
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)
+
+# %%
 import os
 
 import jax

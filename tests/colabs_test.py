@@ -29,3 +29,13 @@ def test_runs_in_fast_mode(script, tmp_path):
                         timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "claim" in done.stdout.lower() or "held" in done.stdout.lower()
+
+
+@pytest.mark.parametrize("script", COLABS, ids=[p.stem for p in COLABS])
+def test_opens_with_install_cell(script):
+  code = [c.source for c in jupytext.read(script).cells if c.cell_type == "code"]
+  assert code, f"{script.name} has no code cell"
+  first = code[0]
+  assert 'importlib.util.find_spec("jaxgen") is None' in first and "pip" in first and "JAXGEN_SOURCE" in first, (
+      f"{script.name}: the first code cell must install jaxgen on Colab")
+  assert "import jaxgen" not in first and "from jaxgen" not in first
