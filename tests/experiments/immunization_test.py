@@ -85,8 +85,8 @@ def test_presets():
   assert full.sgr_step == 100 and full.attack_steps == 200
 
 
-TINY = dict(model=TINY_MODEL, immunize_steps=4, attack_steps=4, record_every=2, eval_steps=(0, 2, 4), sgr_step=2,
-            samples_per_concept=8, samples_per_other=2, chunk=2, sample_steps=2, immunize_pool=24)
+TINY = dict(model=TINY_MODEL, arms=exp.ARMS, immunize_steps=4, attack_steps=4, record_every=2, eval_steps=(0, 2, 4),
+            sgr_step=2, samples_per_concept=8, samples_per_other=2, chunk=2, sample_steps=2, immunize_pool=24)
 
 
 @pytest.mark.slow
