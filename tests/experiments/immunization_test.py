@@ -81,7 +81,9 @@ def test_presets():
   quick, full = exp.Config.quick(), exp.Config.full()
   exp._validate(quick)
   exp._validate(full)
-  assert quick.model == full.model  # one cached base model serves both presets
+  # quick trains a shorter-lived copy of the same base model (it must fit `reproduce all --quick`)
+  assert dataclasses.replace(quick.model, num_steps=full.model.num_steps) == full.model
+  assert quick.model.num_steps < full.model.num_steps
   assert full.sgr_step == 100 and full.attack_steps == 200
 
 
