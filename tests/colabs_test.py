@@ -20,9 +20,16 @@ def test_notebook_in_sync(script):
   assert py_cells == nb_cells, f"{notebook.name} differs from {script.name}: run jupytext --sync {script}"
 
 
+@pytest.fixture(scope="module")
+def colab_cache(tmp_path_factory):
+  """One model cache for the colabs of this module (per xdist worker): models several colabs share (the
+  evaluation classifier, flow models) are trained once, as in a user's session."""
+  return tmp_path_factory.mktemp("colab_cache")
+
+
 @pytest.mark.parametrize("script", COLABS, ids=[p.stem for p in COLABS])
-def test_runs_in_fast_mode(script, tmp_path):
-  env = {**os.environ, "JAXGEN_FAST": "1", "JAXGEN_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg",
+def test_runs_in_fast_mode(script, tmp_path, colab_cache):
+  env = {**os.environ, "JAXGEN_FAST": "1", "JAXGEN_CACHE": str(colab_cache), "MPLBACKEND": "Agg",
          "PYTHONWARNINGS": "error::DeprecationWarning"}
   env.pop("XLA_FLAGS", None)
   done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,

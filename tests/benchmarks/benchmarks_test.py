@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "sampler_speed.py"
 
 
@@ -14,6 +16,8 @@ def _load():
   return module
 
 
+# slow: ~100 s on 2 cores (XLA compiles of the UNet sampler); runs with `pytest -m slow`.
+@pytest.mark.slow
 def test_tiny_run_writes_json(tmp_path):
   out = tmp_path / "speed.json"
   report = _load().main(["--tiny", "--repeats", "1", "--out", str(out)])

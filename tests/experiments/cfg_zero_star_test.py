@@ -13,6 +13,9 @@ def _private_cache(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXGEN_CACHE", str(tmp_path / "cache"))
 
 
+# slow: ~1-2 min on 2 cores; the default run executes the same pipeline through its colab in fast mode
+# (tests/colabs_test.py). This test's finer assertions run with `pytest -m slow`.
+@pytest.mark.slow
 def test_tiny_run(tmp_path):
   config = experiments.make_config(
       "cfg-zero-star", quick=True,

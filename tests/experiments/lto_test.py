@@ -13,6 +13,9 @@ _TOY = dict(datasets=("mnist",), image_size=16, features=8, pretrain_steps=25, m
             outer_steps=10, variants=("lto", "naive"), k_shot=2, eval_reps=1, attack_steps=(5, 2, 2))
 
 
+# slow: ~1-2 min on 2 cores; the default run executes the same pipeline through its colab in fast mode
+# (tests/colabs_test.py). This test's finer assertions run with `pytest -m slow`.
+@pytest.mark.slow
 def test_toy_run_writes_files_and_a_complete_table(tmp_path):
   result = reproduce("lto", quick=True, out_dir=tmp_path, progress=False, **_TOY)
   run_dir = tmp_path / "lto"

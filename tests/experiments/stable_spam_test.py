@@ -13,6 +13,9 @@ _TOY = dict(d_model=16, num_layers=1, num_heads=2, mlp_dim=32, context=16, batch
             spam_clip_delay=2, spike_window=5)
 
 
+# slow: ~1-2 min on 2 cores; the default run executes the same pipeline through its colab in fast mode
+# (tests/colabs_test.py). This test's finer assertions run with `pytest -m slow`.
+@pytest.mark.slow
 def test_toy_run_writes_files_and_finite_results(tmp_path):
   config = make_config("stable-spam", quick=True, **_TOY)
   result = reproduce("stable-spam", quick=True, out_dir=tmp_path, progress=False, **_TOY)
