@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.core.validate import check_count
+
 GRAPH_KINDS = ("er", "sf")
 NOISE_KINDS = ("gaussian", "exponential", "laplace", "gumbel")
 
@@ -35,13 +37,6 @@ def _check_choice(argument: str, value: str, allowed: tuple[str, ...]) -> None:
   if value not in allowed:
     raise ValueError(f"{argument} must be one of {allowed}, got {value!r}")
 
-
-def _check_int(argument: str, value, minimum: int) -> int:
-  """An int (or integral float) ``>= minimum``; never a bool, NaN or inf."""
-  ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
-  if not ok or not math.isfinite(value) or int(value) != value or value < minimum:
-    raise ValueError(f"{argument} must be an integer >= {minimum}, got {value!r}")
-  return int(value)
 
 
 def _check_real(argument: str, value, *, lo: float = -math.inf, lo_open: bool = False) -> float:
@@ -77,7 +72,7 @@ def random_dag(key: jax.Array, d: int, expected_edges: float, kind: str = "er", 
     float ``[d, d]`` weighted adjacency of a DAG (default float dtype).
   """
   _check_choice("kind", kind, GRAPH_KINDS)
-  d = _check_int("d", d, 2)
+  d = check_count("d", d, 2)
   expected_edges = _check_real("expected_edges", expected_edges, lo=0.0, lo_open=True)
   if np.shape(w_range) != (2,):
     raise ValueError(f"w_range must be a pair (w_min, w_max), got {w_range!r}")
@@ -117,7 +112,7 @@ def _barabasi_albert(key: jax.Array, d: int, m: int) -> jax.Array:
 
 def nv_noise_variances(key: jax.Array, d: int, low: float = 0.5, high: float = 10.0) -> jax.Array:
   """Per-node noise variances ``U(low, high)`` of the non-equal-variance setting (paper: ``U(0.5, 10)``)."""
-  d = _check_int("d", d, 1)
+  d = check_count("d", d, 1)
   low, high = _check_real("low", low, lo=0.0), _check_real("high", high, lo=0.0)
   if low > high:
     raise ValueError(f"low must be <= high, got low={low!r}, high={high!r}")
@@ -150,7 +145,7 @@ def sample_linear_sem(key: jax.Array, W: jax.Array, n: int, noise: str = "gaussi
   W = jnp.asarray(W)
   if W.ndim != 2 or W.shape[0] != W.shape[1]:
     raise ValueError(f"W must be a square [d, d] matrix, got shape {W.shape}")
-  n = _check_int("n", n, 1)
+  n = check_count("n", n, 1)
   d = W.shape[0]
   if jnp.shape(noise_var) not in ((), (d,)):
     raise ValueError(f"noise_var must be a scalar or have shape ({d},), got shape {jnp.shape(noise_var)}")

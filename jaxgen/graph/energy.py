@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
+from jaxgen.core.validate import check_count
 from jaxgen.graph import ops
 
 __all__ = [
@@ -333,7 +334,7 @@ def unroll(step_fn: Callable[[Any], Any], carry0: Any, num_steps: int, *,
   Returns:
     ``(carry_K, trace)`` where ``trace[k] = record_energy(carry_{k+1})`` (``[num_steps]``) or ``None``.
   """
-  num_steps = ops._check_count("num_steps", num_steps)  # noqa: SLF001
+  num_steps = check_count("num_steps", num_steps)
 
   def body(carry, _):
     carry = step_fn(carry)
@@ -403,7 +404,7 @@ def twirls_propagate(graph: jraph.GraphsTuple, x: jax.Array, *, num_steps: int, 
   """
   n = _check_yf(graph, None, x, None, name="x")
   ops.validate_weights(graph, edge_weight, "edge_weight")
-  num_steps = ops._check_count("num_steps", num_steps)  # noqa: SLF001
+  num_steps = check_count("num_steps", num_steps)
   _hyper("alpha", alpha)
   _hyper("lam", lam)
   _check_irls(p, tau, T)

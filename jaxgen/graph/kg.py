@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgen.core.validate import check_count
+
 __all__ = [
     "KGE_KINDS",
     "SyntheticKG",
@@ -69,12 +71,6 @@ def _check(kind, y, r, triples, neg_triples):
   for name, t in (("triples", triples), ("neg_triples", neg_triples)):
     _check_triples(name, t, y.shape[0], r.shape[0])
 
-
-def _count(name, value, minimum):
-  ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer, float, np.floating))
-  if not ok or not np.isfinite(value) or int(value) != value or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-  return int(value)
 
 
 def _parts(y, r, t):
@@ -166,8 +162,8 @@ def kge_message_passing_step(kind: str, y: jax.Array, r: jax.Array, triples: jax
 
 def sample_negative_tails(key: jax.Array, triples: jax.Array, num_entities: int, num_negatives: int) -> jax.Array:
   """Corrupts the tail of every triple uniformly at random: ``[P, num_negatives, 3]``."""
-  num_entities = _count("num_entities", num_entities, 1)
-  num_negatives = _count("num_negatives", num_negatives, 1)
+  num_entities = check_count("num_entities", num_entities, 1)
+  num_negatives = check_count("num_negatives", num_negatives, 1)
   if jnp.ndim(triples) != 2 or jnp.shape(triples)[1] != 3:
     raise ValueError(f"triples must be [P, 3], got {jnp.shape(triples)}")
   tails = jax.random.randint(key, (triples.shape[0], num_negatives), 0, num_entities, dtype=triples.dtype)
@@ -190,11 +186,11 @@ def train_kge(key: jax.Array, kind: str, triples: jax.Array, num_entities: int, 
   """
   if kind not in KGE_KINDS:
     raise ValueError(f"kind must be one of {KGE_KINDS}, got {kind!r}")
-  num_entities = _count("num_entities", num_entities, 1)
-  num_relations = _count("num_relations", num_relations, 1)
-  dim = _count("dim", dim, 1)
-  num_steps = _count("num_steps", num_steps, 0)
-  num_negatives = _count("num_negatives", num_negatives, 1)
+  num_entities = check_count("num_entities", num_entities, 1)
+  num_relations = check_count("num_relations", num_relations, 1)
+  dim = check_count("dim", dim, 1)
+  num_steps = check_count("num_steps", num_steps, 0)
+  num_negatives = check_count("num_negatives", num_negatives, 1)
   _check_finite("lr", lr)
   _check_finite("margin", margin)
   if jnp.ndim(triples) != 2 or jnp.shape(triples)[1] != 3:
@@ -268,10 +264,10 @@ def make_synthetic_transe_kg(seed: int = 0, *, num_entities: int = 200, num_rela
   ``num_triples / (num_entities * num_relations)`` entities nearest to :math:`y_h + e_r` (h excluded); pairs are
   used until ``num_triples`` unique triples exist, then a random ``test_fraction`` is held out.
   """
-  num_entities = _count("num_entities", num_entities, 2)
-  num_relations = _count("num_relations", num_relations, 1)
-  num_triples = _count("num_triples", num_triples, 1)
-  dim = _count("dim", dim, 1)
+  num_entities = check_count("num_entities", num_entities, 2)
+  num_relations = check_count("num_relations", num_relations, 1)
+  num_triples = check_count("num_triples", num_triples, 1)
+  dim = check_count("dim", dim, 1)
   if not 0.0 <= test_fraction <= 1.0:
     raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction!r}")
   rng = np.random.default_rng(seed)

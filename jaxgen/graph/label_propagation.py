@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
+from jaxgen.core.validate import check_count
 from jaxgen.graph import energy, ops
 
 __all__ = [
@@ -44,7 +45,7 @@ def _check_alpha(alpha, name="alpha"):
 
 def _check_labels(graph, labels, train_mask, num_classes, n=None):
   """``labels`` / ``train_mask`` ``[N]`` (N = the node count) and integer labels in ``[0, num_classes)``."""
-  num_classes = ops._check_count("num_classes", num_classes, 1)  # noqa: SLF001
+  num_classes = check_count("num_classes", num_classes, 1)
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}")
@@ -81,7 +82,7 @@ def appnp_propagate(graph: jraph.GraphsTuple, x: jax.Array, *, num_steps: int, a
   n = ops.num_nodes_of(graph, x, name="x")
   ops.validate_graph(graph, n)
   ops.validate_weights(graph, edge_weight, "edge_weight")
-  num_steps = ops._check_count("num_steps", num_steps)  # noqa: SLF001
+  num_steps = check_count("num_steps", num_steps)
   if add_self_loops:
     graph = ops.add_self_loops(graph, n)
     if edge_weight is not None:
@@ -186,8 +187,8 @@ def correct_and_smooth(graph: jraph.GraphsTuple, y_soft: jax.Array, labels: jax.
   """Correct-and-Smooth on base soft predictions ``y_soft`` ``[N, C]``; returns ``(corrected, smoothed)``."""
   _check_alpha(correction_alpha, "correction_alpha")
   _check_alpha(smoothing_alpha, "smoothing_alpha")
-  ops._check_count("num_correction_steps", num_correction_steps)  # noqa: SLF001
-  ops._check_count("num_smoothing_steps", num_smoothing_steps)  # noqa: SLF001
+  check_count("num_correction_steps", num_correction_steps)
+  check_count("num_smoothing_steps", num_smoothing_steps)
   corrected = correct_step(graph, y_soft, labels, train_mask, num_steps=num_correction_steps,
                            alpha=correction_alpha, autoscale=autoscale, scale=scale, edge_weight=edge_weight)
   smoothed = smooth_step(graph, corrected, labels, train_mask, num_steps=num_smoothing_steps,

@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
+from jaxgen.core.validate import check_count
+
 __all__ = [
     "SparseFeatures",
     "add_self_loops",
@@ -73,13 +75,6 @@ def _check_hyper(name: str, value: Any, *, positive: bool = False, allow_inf: bo
   if upper is not None and np.any(arr > upper):
     raise ValueError(f"{name} must be <= {upper}, got {value!r}")
 
-
-def _check_count(name: str, value: Any, minimum: int = 0) -> int:
-  """A static integer ``>= minimum`` (an integral float is accepted); returns it as ``int``."""
-  ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer, float, np.floating))
-  if not ok or not np.isfinite(value) or int(value) != value or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-  return int(value)
 
 
 def _check_features(name: str, y: Any) -> None:
@@ -288,7 +283,7 @@ def pad_graph(graph: jraph.GraphsTuple, n_node: int, n_edge: int, n_graph: int =
   real_graphs = int(np.size(graph.n_node))
   for name, value, low in (("n_node", n_node, real_nodes + 1), ("n_edge", n_edge, real_edges),
                            ("n_graph", n_graph, max(real_graphs + 1, 2))):
-    _check_count(name, value, low)
+    check_count(name, value, low)
   return jraph.pad_with_graphs(graph, n_node=n_node, n_edge=n_edge, n_graph=n_graph)
 
 

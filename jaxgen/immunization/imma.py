@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from jaxgen.core import bilevel
 from jaxgen.core import lora as lora_lib
+from jaxgen.core.validate import check_count, check_real
 
 PyTree = Any
 SCHEMES = ("alternating", "unrolled", "truncated", "naive")
@@ -73,27 +74,6 @@ __all__ = [
     "split_params",
 ]
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Validation helpers (shared with :mod:`jaxgen.immunization.mima`).
-
-
-def check_real(name: str, value: Any, *, lo: float, open_lo: bool = False, allow_inf: bool = False) -> float:
-  """A real number ``>= lo`` (``> lo`` if ``open_lo``), finite unless ``allow_inf``; never NaN or a bool."""
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-    raise TypeError(f"`{name}` must be a real number, got {value!r}")
-  if np.isnan(value) or (not allow_inf and not np.isfinite(value)) or value < lo or (open_lo and value == lo):
-    raise ValueError(f"`{name}` must be {'> ' if open_lo else '>= '}{lo}{'' if allow_inf else ' and finite'}, "
-                     f"got {value!r}")
-  return float(value)
-
-
-def check_count(name: str, value: Any, minimum: int) -> int:
-  """An integer ``>= minimum`` (an integral float is accepted); never a bool, NaN or inf."""
-  ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
-  if not ok or not np.isfinite(value) or int(value) != value or value < minimum:
-    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-  return int(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------

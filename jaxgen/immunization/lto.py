@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxgen.core.validate import check_real
 from jaxgen.immunization import fsc as fsc_lib
 
 PyTree = Any
@@ -96,24 +97,15 @@ class LTOConfig:
     if self.learner is None and self.method not in fsc_lib.METHODS:
       raise ValueError(f"method must be one of {fsc_lib.METHODS}, got {self.method!r}")
     for name in ("lambda_r", "lambda_o"):
-      _check_real(name, getattr(self, name), lo=0.0)
-    _check_real("learning_rate", self.learning_rate, lo=0.0, open_lo=True)
+      check_real(name, getattr(self, name), lo=0.0)
+    check_real("learning_rate", self.learning_rate, lo=0.0, open_lo=True)
     for name in ("restricted_cap", "clip_norm", "clamp_restricted"):
       if getattr(self, name) is not None:
-        _check_real(name, getattr(self, name), lo=0.0, open_lo=True, allow_inf=True)
+        check_real(name, getattr(self, name), lo=0.0, open_lo=True, allow_inf=True)
 
   def get_learner(self) -> Learner:
     return self.learner if self.learner is not None else fsc_lib.fsc_learner(self.method)
 
-
-def _check_real(name: str, value: Any, *, lo: float, open_lo: bool = False, allow_inf: bool = False) -> float:
-  """A real number ``>= lo`` (``> lo`` if ``open_lo``), finite unless ``allow_inf``; never NaN or a bool."""
-  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-    raise TypeError(f"{name} must be a real number, got {value!r}")
-  if np.isnan(value) or (not allow_inf and not np.isfinite(value)) or value < lo or (open_lo and value == lo):
-    raise ValueError(f"{name} must be {'> ' if open_lo else '>= '}{lo}{'' if allow_inf else ' and finite'}, "
-                     f"got {value!r}")
-  return float(value)
 
 
 class Task(NamedTuple):

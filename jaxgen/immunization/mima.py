@@ -55,8 +55,9 @@ import numpy as np
 import optax
 
 from jaxgen.core import bilevel
-from jaxgen.immunization import imma as imma_lib
 from jaxgen.core.lora import path_to_str
+from jaxgen.core.validate import check_count, check_real
+from jaxgen.immunization import imma as imma_lib
 
 PyTree = Any
 SCHEMES = ("unrolled", "truncated", "alternating")
@@ -336,13 +337,13 @@ class MIMAConfig:
       raise TypeError(f"kv_paths must be a tuple of paths, got the string {self.kv_paths!r}")
     if not self.kv_paths:
       raise ValueError("kv_paths must name at least one key/value kernel")
-    imma_lib.check_count("inner_steps", self.inner_steps, 1)
+    check_count("inner_steps", self.inner_steps, 1)
     for name in ("lam", "ridge"):
-      imma_lib.check_real(name, getattr(self, name), lo=0.0)
+      check_real(name, getattr(self, name), lo=0.0)
     for name in ("inner_lr", "outer_lr"):
-      imma_lib.check_real(name, getattr(self, name), lo=0.0, open_lo=True)
-    imma_lib.check_real("clip", self.clip, lo=0.0, open_lo=True, allow_inf=True)
-    imma_lib.check_real("tau", self.tau, lo=-np.inf, allow_inf=True)
+      check_real(name, getattr(self, name), lo=0.0, open_lo=True)
+    check_real("clip", self.clip, lo=0.0, open_lo=True, allow_inf=True)
+    check_real("tau", self.tau, lo=-np.inf, allow_inf=True)
 
   def outer_optimizer(self) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(self.clip), optax.adam(self.outer_lr))
@@ -489,7 +490,7 @@ def mima_train(frozen: PyTree, theta_u: PyTree, data_fn: Callable[[jax.Array, Py
   ``lax.scan`` chunks of ``chunk`` steps (one progress-bar tick per chunk); step ``s`` uses
   ``jax.random.fold_in(key, s)``.
   """
-  num_steps = imma_lib.check_count("num_steps", num_steps, 0)
+  num_steps = check_count("num_steps", num_steps, 0)
   _check_merge_data(contexts, c_reg)
   state = mima_init(theta_u, contexts.shape[0], cfg)
 
