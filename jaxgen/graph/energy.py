@@ -520,6 +520,10 @@ def relation_step(graph: jraph.GraphsTuple, relation: jax.Array, h: jax.Array, y
 # The bilevel model (B.7).
 
 
+# PyTorch's ``nn.init.xavier_normal_`` (TWIRLS initialises every linear layer with it): untruncated normal.
+XAVIER_NORMAL = nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
+
+
 class InputDense(nn.Module):
   """Dense layer that also accepts :class:`jaxgen.graph.ops.SparseFeatures` (gather + segment_sum)."""
 
@@ -564,6 +568,8 @@ class BloomModel(nn.Module):
     input_dropout: dropout on the input features (TWIRLS's separate input dropout).
     dropout: dropout after every hidden activation.
     learn_lam: learn λ (softplus-parametrised).
+    kernel_init: initialiser of every weight matrix; the default is TWIRLS's ``xavier_normal_`` (untruncated
+      normal, variance ``2 / (fan_in + fan_out)``), biases start at zero as there.
   """
 
   before: Sequence[int]
@@ -580,6 +586,7 @@ class BloomModel(nn.Module):
   input_dropout: float = 0.0
   dropout: float = 0.0
   learn_lam: bool = False
+  kernel_init: Callable = XAVIER_NORMAL
 
   @nn.compact
   def __call__(self, x: Any, graph: jraph.GraphsTuple, *, deterministic: bool = True,
@@ -589,7 +596,8 @@ class BloomModel(nn.Module):
     h = sparse_dropout(x, self.input_dropout, key, deterministic)
     widths = list(self.before)
     for i, width in enumerate(widths):
-      h = InputDense(width, name=f"before_{i}")(h) if i == 0 else nn.Dense(width, name=f"before_{i}")(h)
+      h = (InputDense(width, kernel_init=self.kernel_init, name=f"before_{i}")(h) if i == 0 else
+           nn.Dense(width, kernel_init=self.kernel_init, name=f"before_{i}")(h))
       if i < len(widths) - 1:
         h = nn.relu(h)
         h = nn.Dropout(self.dropout)(h, deterministic=deterministic or self.dropout == 0)
@@ -602,7 +610,7 @@ class BloomModel(nn.Module):
                          precondition=self.precondition, attention=self.attention, p=self.p, tau=self.tau,
                          T=self.T, attn_before=self.attn_before, edge_weight=edge_weight)
     for i, width in enumerate(self.after):
-      h = nn.Dense(width, name=f"after_{i}")(h)
+      h = nn.Dense(width, kernel_init=self.kernel_init, name=f"after_{i}")(h)
       if i < len(self.after) - 1:
         h = nn.relu(h)
     return h
