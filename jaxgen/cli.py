@@ -29,15 +29,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
   parallel.initialize_distributed()
   from jaxgen import experiments
+  from jaxgen.experiments import _cache
 
+  if args.name != "all" and args.name not in experiments.names():
+    print(f"unknown experiment {args.name!r}; run `jaxgen list` (registered: {', '.join(experiments.names())})",
+          file=sys.stderr)
+    return 2
+  _cache.enable_compilation_cache()
   progress = not args.no_progress
   if args.name == "all":
     results = experiments.reproduce_all(quick=args.quick, out_dir=args.out, seed=args.seed, progress=progress)
   else:
-    if args.name not in experiments.names():
-      print(f"unknown experiment {args.name!r}; run `jaxgen list` (registered: {', '.join(experiments.names())})",
-            file=sys.stderr)
-      return 2
     result = experiments.reproduce(args.name, quick=args.quick, out_dir=args.out, seed=args.seed,
                                    resume=args.resume, progress=progress, **_parse_sets(args.set))
     results = [{**result, "status": "ok"}]

@@ -39,3 +39,26 @@ def entry_dir(kind: str, config: Any) -> Path:
   if not spec_path.exists():
     metrics_lib.write_json(spec_path, spec)
   return path
+
+
+def enable_compilation_cache(min_compile_time_s: float = 0.5) -> Path | None:
+  """Turn on JAX's persistent compilation cache in ``<cache_root>/xla`` (for the ``jaxgen reproduce`` command).
+
+  The experiments build their jitted programs from fresh closures (one per arm, chunk, seed or preset), so the
+  in-memory jit cache misses where the compiled program is in fact identical; the persistent cache is keyed by the
+  program itself and hits, in the same run as in later ones. Compiled code is the same either way, so results are
+  bit-identical with and without it. Leaves a directory the user already chose (``JAX_COMPILATION_CACHE_DIR`` or
+  ``jax.config``) alone; ``JAXGEN_XLA_CACHE=0`` turns it off. Returns the folder in use, or None.
+  """
+  import jax
+
+  if os.environ.get("JAXGEN_XLA_CACHE", "1") == "0":
+    return None
+  current = jax.config.jax_compilation_cache_dir
+  if current:
+    return Path(current)
+  path = cache_root() / "xla"
+  path.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
+  return path
