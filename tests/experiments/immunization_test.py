@@ -107,3 +107,49 @@ def test_tiny_end_to_end_run_is_seed_deterministic(tmp_path):
     assert (tmp_path / "a" / plot).exists()
   assert "MIMA vs per-concept IMMA" in (tmp_path / "a" / "report.md").read_text()
   del b
+
+
+def _fake_curves(config, acc_at_sgr, others=0.9):
+  """Attack curves without training: ``acc_at_sgr[arm][concept]`` at ``sgr_step``, 0 before, 1 after."""
+  def rows(a):
+    return [{"step": s, "acc": 0.0 if s < config.sgr_step else (a if s == config.sgr_step else 1.0), "fd": 1.0,
+             "others_acc": others, "others_min": others} for s in config.eval_steps]
+
+  return {arm: {att: {c: rows(acc_at_sgr[arm][c]) for c in config.concepts} for att in config.attacks}
+          for arm in config.arms}
+
+
+VERDICT_CONFIG = dataclasses.replace(exp.Config.quick(), arms=("erased", "imma"), attacks=("relearn", "lora"),
+                                     concepts=(3, 8), eval_steps=(0, 25, 50), sgr_step=50)
+
+
+@pytest.mark.parametrize("erased_acc, others, held, relearns", [
+    ({3: 0.9, 8: 0.8}, 0.9, True, True),        # the baseline re-learns, immunized model resists: held
+    ({3: 0.5, 8: 0.5}, 0.9, True, True),        # exactly at the threshold
+    ({3: 0.9, 8: 0.3}, 0.9, False, False),      # digit 8 is not re-learned even without immunization
+    ({3: 0.2, 8: 0.1}, 0.9, False, False),      # weak attack: a large MSGR is not evidence of immunity
+    ({3: 0.9, 8: 0.8}, 0.3, False, True),       # base model cannot draw the other digits
+])
+def test_verdict_needs_a_baseline_that_relearns(erased_acc, others, held, relearns):
+  config = VERDICT_CONFIG
+  curves = _fake_curves(config, {"erased": erased_acc, "imma": {3: 0.0, 8: 0.0}}, others=others)
+  s = exp._summaries(config, curves)
+  assert s["imma/msgr_mean_over_attacks"] == pytest.approx(1.0)   # the ratio alone would say "immune"
+  got, lines = exp._verdict(config, s)
+  assert got is held
+  assert s["baseline_relearns"] is relearns
+  assert s["baseline_relearn_acc"] == {f"{a}/{c}": erased_acc[c] for a in config.attacks for c in config.concepts}
+  text = "\n".join(lines)
+  assert ("cannot hold" in text) is (not held)
+  assert "re-learns every concept within the attack budget" in text
+  for c, v in erased_acc.items():  # the report names every concept the baseline did not re-learn
+    assert ("does not re-learn" in text and f"relearn/{c} {v:.2f}" in text) is (not relearns and v < 0.5)
+
+
+def test_verdict_preconditions_do_not_mask_a_failed_claim():
+  config = VERDICT_CONFIG
+  # The baseline re-learns, but so does the "immunized" model: MSGR 0, not held.
+  curves = _fake_curves(config, {"erased": {3: 0.9, 8: 0.9}, "imma": {3: 0.9, 8: 0.9}})
+  s = exp._summaries(config, curves)
+  held, _ = exp._verdict(config, s)
+  assert s["baseline_relearns"] and s["base_model_valid"] and not held
