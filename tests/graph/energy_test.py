@@ -308,3 +308,21 @@ def test_bloom_model_trains_end_to_end():
   h = jax.nn.relu(x @ p["params"]["before_0"]["kernel"] + p["params"]["before_0"]["bias"][None, :])
   expected = h @ p["params"]["before_1"]["kernel"] + p["params"]["before_1"]["bias"][None, :]
   np.testing.assert_allclose(mlp.apply(p, x, graph), expected, atol=1e-5)
+
+
+def test_bloom_model_starts_from_twirls_xavier_normal():
+  """TWIRLS initialises every linear layer with torch's ``xavier_normal_`` (untruncated, var 2/(fan_in+fan_out))
+  and zero biases; Flax's default (truncated LeCun normal, var 1/fan_in) would differ in scale and in the tails."""
+  graph = ops.add_self_loops(random_undirected_graph(3, 4))
+  fan_in, width, classes = 3000, 200, 7
+  params = energy.BloomModel(before=(width, classes), after=(classes,), num_steps=1).init(
+      jax.random.key(0), jnp.zeros((4, fan_in)), graph)["params"]
+  for name, (n_in, n_out) in {"before_0": (fan_in, width), "before_1": (width, classes),
+                              "after_0": (classes, classes)}.items():
+    w = np.asarray(params[name]["kernel"], np.float64)
+    assert w.shape == (n_in, n_out)
+    np.testing.assert_array_equal(params[name]["bias"], 0.0)
+    if w.size >= 10_000:  # enough draws to pin the scale (and see the untruncated tail)
+      std = np.sqrt(2.0 / (n_in + n_out))
+      assert abs(w.std() / std - 1.0) < 0.02, (name, w.std(), std)
+      assert np.abs(w).max() > 3.0 * std  # a truncated normal would stop at 2 std
