@@ -26,7 +26,8 @@ default.
 **Outer objective** (spec §3.1, minimized over the upper-level parameters :math:`\theta_u`, the cross-attention
 q/k/v/out projections): each concept :math:`n` gets its own lower-level copy :math:`\theta'_n =
 \mathrm{Adapt}_n(\theta_u)` (``K`` SGD steps of the attacker's re-learning loss on the concept's data, here on
-the K/V kernels), the copies are merged (K/V by the closed form, every other leaf by the mean), and
+``MIMAConfig.delta_paths``, by default the K/V kernels), the copies are merged (K/V by the closed form, every
+other leaf by the mean), and
 
 .. math::  J(\theta_u) = \frac1N\sum_n -\min\big(L(x_n, c_n; \mathrm{Merge}(\{\theta'_n\})), \tau\big)
            + \lambda\, L_{pres}(\mathrm{Merge}(\{\theta'_n\})).
@@ -304,7 +305,11 @@ class MIMAConfig:
       :math:`L(x_n, c_n; \theta)` on one concept's batch (inner loop and outer concept term).
     pres_loss: ``pres_loss(theta_u, frozen, batch, key) -> scalar``, the preservation ("prior") loss
       :math:`L_{pres}` evaluated on the merged model.
-    kv_paths: ``'/'``-joined paths of the K/V kernels inside ``theta_u``.
+    kv_paths: ``'/'``-joined paths of the K/V kernels inside ``theta_u`` (merged in closed form).
+    delta_paths: the lower-level leaves :math:`\phi` each concept's inner loop adapts (additive deltas); ``None``
+      (default) = ``kv_paths``. Must contain every path of ``kv_paths``; the extra leaves (e.g. the query/out
+      projections and biases when the attacker fine-tunes all of cross-attention) are merged by the mean of the
+      adapted copies, as the released code does for every non-K/V parameter.
     scheme: ``"unrolled"`` (default, exact bilevel gradient through the merge), ``"truncated"`` or
       ``"alternating"`` (released code, first-order, merged weights written with no gradient).
     first_order: FOMAML gradients through the scanned inner loops.
@@ -320,6 +325,7 @@ class MIMAConfig:
   concept_loss: Callable[..., jax.Array]
   pres_loss: Callable[..., jax.Array]
   kv_paths: tuple[str, ...]
+  delta_paths: tuple[str, ...] | None = None
   scheme: str = "unrolled"
   first_order: bool = False
   inner_steps: int = 3
@@ -337,6 +343,13 @@ class MIMAConfig:
       raise TypeError(f"kv_paths must be a tuple of paths, got the string {self.kv_paths!r}")
     if not self.kv_paths:
       raise ValueError("kv_paths must name at least one key/value kernel")
+    if self.delta_paths is not None:
+      if isinstance(self.delta_paths, str):
+        raise TypeError(f"delta_paths must be a tuple of paths, got the string {self.delta_paths!r}")
+      missing = [p for p in self.kv_paths if p not in tuple(self.delta_paths)]
+      if missing:
+        raise ValueError(f"delta_paths must contain every kv_paths entry (the merged K/V kernels are adapted by "
+                         f"the inner loop); missing {missing}")
     check_count("inner_steps", self.inner_steps, 1)
     for name in ("lam", "ridge"):
       check_real(name, getattr(self, name), lo=0.0)
@@ -347,6 +360,11 @@ class MIMAConfig:
 
   def outer_optimizer(self) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(self.clip), optax.adam(self.outer_lr))
+
+  @property
+  def phi_paths(self) -> tuple[str, ...]:
+    """The leaves the inner loops adapt: ``delta_paths``, or ``kv_paths`` when it is ``None``."""
+    return tuple(self.kv_paths if self.delta_paths is None else self.delta_paths)
 
 
 class MIMAState(NamedTuple):
@@ -382,7 +400,10 @@ def mima_init(theta_u: PyTree, num_concepts: int, cfg: MIMAConfig) -> MIMAState:
   if isinstance(num_concepts, (bool, np.bool_)) or not isinstance(num_concepts, (int, np.integer)) or num_concepts < 1:
     raise ValueError(f"`num_concepts` must be an int >= 1 (an empty concept set cannot be immunized), "
                      f"got {num_concepts!r}")
-  delta = kv_delta_init(theta_u, cfg.kv_paths)
+  delta = kv_delta_init(theta_u, cfg.phi_paths)
+  if len(delta) != len(cfg.phi_paths):
+    missing = sorted(set(cfg.phi_paths) - set(delta))
+    raise ValueError(f"`delta_paths`/`kv_paths` name leaves that are not in `theta_u`: {missing}")
   deltas = jax.tree.map(lambda z: jnp.broadcast_to(z, (int(num_concepts),) + z.shape), delta)
   return MIMAState(theta_u, deltas, cfg.outer_optimizer().init(theta_u), jnp.zeros([], jnp.int32))
 
@@ -436,7 +457,7 @@ def _alternating_step(state: MIMAState, frozen, concept_batches, pres_batch, key
   theta_u = state.theta_u
   num = contexts.shape[0]
   k_inner, k_outer, k_pres = jax.random.split(key, 3)
-  zero = kv_delta_init(theta_u, cfg.kv_paths)
+  zero = kv_delta_init(theta_u, cfg.phi_paths)
 
   def one_step(b, k):
     g = jax.grad(lambda d: cfg.concept_loss(apply_kv_delta(theta_u, d), frozen, b, k))(zero)
