@@ -16,20 +16,22 @@ Pipeline (``run``):
    prompt's, while BOS, the null token and every other token keep theirs exactly (equality constraints; the
    regularization rows keep the rest close). This replaces the spec's 400 fine-tuning steps (§2.5 step 2) by the
    UCE-style edit the merge already is.
-3. **Immunize** the erased model's cross-attention (q, k, v, out) against K/V re-learning:
+3. **Immunize** the erased model's cross-attention (q, k, v, out) against re-learning (lower level: additive
+   deltas on the leaves the attacker fine-tunes, ``Config.attack_targets``, default every cross-attention leaf):
    IMMA per concept (sequentially, half the outer budget each), MIMA jointly with the true bilevel gradient
    through the inner loops *and* the merge (default), and MIMA with the released first-order alternating scheme.
-4. **Attack** every model per concept: re-learning (Adam fine-tuning of the full K/V kernels on the concept's
-   images) and LoRA personalization (rank-``r`` LoRA on K/V via :mod:`jaxgen.core.lora`), both prompted with the
+4. **Attack** every model per concept: re-learning (Adam fine-tuning of the ``attack_targets`` leaves on the
+   concept's images) and LoRA personalization (rank-``r`` LoRA on the cross-attention q/k/v kernels via
+   :mod:`jaxgen.core.lora`), both prompted with the
    concept's token; at each checkpoint, sample the concept and the other digits and score them with the cached
    evaluation CNN (class accuracy, FD).
 
 Claim checked (spec §2.5/§3.4/§6): the immunized concepts are re-learned more slowly (positive similarity gap
 ratio on class accuracy, MSGR >= 0.3 for MIMA) while the other digits stay within ``others_margin`` of the erased
-model, and MIMA's MSGR beats per-concept IMMA's (reported either way). The verdict is "not held" whenever a
-precondition of the comparison fails (:func:`_verdict`): the base model must draw the other digits, and the attack
-must re-learn every concept on the non-immunized (erased-only) model within the budget; otherwise the gap ratios
-measure a weak attack or sampling noise, not immunity.
+model, and MIMA's MSGR beats per-concept IMMA's (reported either way). A gap ratio only measures resistance where
+the attack re-learns the concept on the non-immunized (erased-only) model; other (attack, concept) pairs are void
+and left out of the verdict's MSGR, and the verdict is "not held" when the base model does not draw the other digits
+or some concept has no valid attack (:func:`_verdict`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ NAME = "immunization"
 PAPER = ("Zheng & Yeh, IMMA (ECCV 2024, arXiv 2311.18815) and MIMA: Multi-concept Model Immunization through "
          "Differentiable Model Merging (AAAI 2025, arXiv 2412.15320)")
 CLAIM = ("Immunized models resist re-learning of the immunized concepts (positive similarity gap ratio throughout "
-         "the attack; spec toy: MSGR >= 0.3 on class accuracy at 100 attack steps, other concepts within a margin), "
+         "the attack; spec toy: MSGR >= 0.3 on class accuracy at 100 attack steps — 200 here, where the "
+         "non-immunized model has re-learned — other concepts within a margin), "
          "and merging per-concept adapted copies (MIMA) immunizes several concepts better than single-concept IMMA.")
 
 NUM_CLASSES = 10
@@ -196,6 +199,7 @@ MIN_BASE_OTHERS_ACC = 0.5                       # erased model, other digits, be
 MIN_BASELINE_RELEARN_ACC = 0.5                  # erased-only model, each concept and attack, at `sgr_step`
 UPPER = "cross_attn/"                                    # theta_u: every cross-attention q/k/v/out leaf
 KV_REGEX = "cross_attn/(key|value)/kernel"
+LORA_QKV = "cross_attn/(query|key|value)/kernel"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +211,17 @@ class Config:
     classifier: the evaluation CNN (class accuracy, FD features).
     concepts: digits erased, immunized and attacked.
     arms: which models to attack (see ``ARMS``).
-    attacks: ``"relearn"`` (Adam on the full K/V kernels) and/or ``"lora"`` (rank-``lora_rank`` LoRA on K/V).
-    scheme: bilevel scheme of IMMA and of the bilevel MIMA arm (``"truncated"`` as in spec §3.4, or ``"unrolled"``).
+    attacks: ``"relearn"`` (Adam fine-tuning of the ``attack_targets`` leaves) and/or ``"lora"``
+      (rank-``lora_rank`` LoRA on the ``lora_targets`` kernels).
+    attack_targets: regex over parameter paths: the leaves the re-learning attack fine-tunes, and the lower level
+      phi of every immunizer (additive deltas on the same leaves, as IMMA sets phi to what the
+      attacker adapts). Must select cross-attention leaves only (the immunizers' theta_u) and include the
+      K/V kernels (MIMA merges them in closed form; its other deltas are merged by the mean). Default: every
+      cross-attention leaf (q/k/v/out kernels and biases) — with K/V alone the erased-only model does not re-learn
+      the concepts within 300 steps on this model (session-4 probes), so the comparison would be void.
+    lora_targets: regex of the kernels the LoRA attack adapts (default: the cross-attention q/k/v kernels).
+    scheme: bilevel scheme of IMMA and of the bilevel MIMA arm: ``"unrolled"`` (default: the attacker restarts
+      from the released weights at every outer step, as the real attacker does) or ``"truncated"`` (spec §3.4).
     immunize_steps: outer steps of each immunization (IMMA: split evenly over the concepts, sequentially).
     inner_steps, inner_lr: ``K`` SGD steps on the K/V deltas per outer step (and per concept).
     outer_lr, lam, tau, ridge: outer Adam step, preservation weight, loss cap, merge ridge.
@@ -219,7 +232,8 @@ class Config:
     attack_steps, eval_steps: attack length and the steps at which samples are scored (multiples of
       ``record_every``).
     relearn_lr, lora_lr, lora_rank: attack optimizers (Adam).
-    sgr_step: attack step at which the similarity gap ratio is reported (spec: 100).
+    sgr_step: attack step at which the similarity gap ratio is reported (spec: 100; full preset 200, the first
+      checkpoint at which the erased-only model has re-learned every concept on this model).
     samples_per_concept, samples_per_other: generated images per checkpoint.
     sample_steps, guidance: Euler steps and CFG scale of the sampler (spec: 20, 2).
     others_margin: allowed drop of the other digits' class accuracy (immunized vs erased, before any attack).
@@ -231,7 +245,9 @@ class Config:
   concepts: tuple[int, ...] = (3, 8)
   arms: tuple[str, ...] = ARMS
   attacks: tuple[str, ...] = ATTACKS
-  scheme: str = "truncated"
+  attack_targets: str = UPPER
+  lora_targets: str = LORA_QKV
+  scheme: str = "unrolled"
   immunize_steps: int = 200
   inner_steps: int = 3
   inner_lr: float = 0.03
@@ -244,13 +260,13 @@ class Config:
   pres_batch: int = 64
   pres_null_rate: float = 0.2
   attack_images: int = 20
-  attack_steps: int = 200
-  record_every: int = 25
-  eval_steps: tuple[int, ...] = (0, 50, 100, 200)
-  relearn_lr: float = 1e-2
+  attack_steps: int = 300
+  record_every: int = 50
+  eval_steps: tuple[int, ...] = (0, 50, 100, 150, 200, 300)
+  relearn_lr: float = 3e-3
   lora_lr: float = 1e-2
   lora_rank: int = 4
-  sgr_step: int = 100
+  sgr_step: int = 200
   samples_per_concept: int = 60
   samples_per_other: int = 15
   sample_steps: int = 20
@@ -261,14 +277,16 @@ class Config:
 
   @classmethod
   def quick(cls) -> Config:
-    # With the cached base model and classifier, two to three minutes on 2 CPU cores, mostly XLA compilation of
-    # the immunization programs (one per arm, ~15-25 s each). Hence: no first-order MIMA arm (the full preset runs
-    # it), and one scan chunk per arm (a second chunk recompiles the program, the carried state is then committed).
-    # The base model is trained for 800 steps instead of 4000 (its own cache entry): from an empty cache the
-    # full-size model alone took ~15 min, which does not fit `jaxgen reproduce all --quick`. Its samples are
-    # cruder, so quick numbers are a smoke test of the pipeline, not a measurement (the full preset is).
-    return cls(model=dataclasses.replace(ModelConfig(), num_steps=800), arms=("erased", "imma", "mima"),
-               immunize_steps=40, chunk=40, attack_steps=50, eval_steps=(0, 25, 50),
+    # A smoke test of the whole pipeline, not a measurement (the full preset is). The token-conditional base model
+    # needs thousands of steps before its cross-attention carries the digit (the full one: 4000 steps, ~12 min on
+    # 2 cores; after 800 steps its samples match the prompted digit ~9 % of the time, i.e. chance), so quick trains
+    # a small one (width 48, depth 2, 400 steps, its own cache entry) that does not follow the prompt either: the
+    # report's preconditions then say "NO", as they should. Also no first-order MIMA arm (the full preset runs it), one
+    # scan chunk per arm (a second chunk recompiles the program), 50 attack steps. Most of the remaining time is
+    # XLA compilation of the immunization and attack programs.
+    return cls(model=dataclasses.replace(ModelConfig(), hidden_size=48, depth=2, num_steps=400),
+               arms=("erased", "imma", "mima"),
+               immunize_steps=40, chunk=40, attack_steps=50, record_every=25, eval_steps=(0, 25, 50),
                sgr_step=50, samples_per_concept=40, samples_per_other=5)
 
   @classmethod
@@ -299,9 +317,59 @@ def _validate(config: Config) -> None:
                      f"within [0, attack_steps]; got {config.attack_steps}, {config.eval_steps}")
   if config.sgr_step not in config.eval_steps:
     raise ValueError(f"sgr_step={config.sgr_step} must be one of eval_steps={config.eval_steps}")
-  if config.lora_rank < 1 or config.lora_rank > min(config.model.context_dim, config.model.hidden_size):
-    raise ValueError(f"lora_rank={config.lora_rank} is incompatible with the K/V kernels "
-                     f"[{config.model.context_dim}, {config.model.hidden_size}]")
+  _check_targets(config)
+
+
+def _param_paths(model_config: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Every parameter path of the base model and its shape (abstract evaluation, no compute)."""
+  from jaxgen.core.lora import path_to_str
+
+  module = build_module(model_config)
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1,)), None,
+                                              jnp.zeros((1, 2, model_config.context_dim))))
+  return {path_to_str(p): tuple(l.shape) for p, l in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+
+
+def _select(paths, pattern: str, name: str) -> tuple[str, ...]:
+  import re
+
+  if not isinstance(pattern, str):
+    raise ValueError(f"{name} must be a regex string over parameter paths, got {pattern!r}")
+  try:
+    pat = re.compile(pattern)
+  except re.error as e:
+    raise ValueError(f"{name}={pattern!r} is not a valid regular expression: {e}") from None
+  chosen = tuple(p for p in paths if pat.search(p))
+  if not chosen:
+    raise ValueError(f"{name}={pattern!r} selects no parameter of the model")
+  return chosen
+
+
+def _check_targets(config: Config) -> None:
+  """``attack_targets`` select cross-attention leaves including the K/V kernels; ``lora_rank`` fits every
+  ``lora_targets`` kernel (2-D view ``[d_in, -1]``)."""
+  import re
+
+  paths = _param_paths(config.model)
+  phi = _select(paths, config.attack_targets, "attack_targets")
+  outside = [p for p in phi if UPPER not in p]
+  if outside:
+    raise ValueError(f"attack_targets={config.attack_targets!r} selects leaves outside cross-attention "
+                     f"({outside[:3]}...): the immunizers' lower level lives in theta_u = {UPPER!r} leaves")
+  kv = tuple(p for p in paths if re.search(KV_REGEX, p))
+  if not set(kv) <= set(phi):
+    raise ValueError(f"attack_targets={config.attack_targets!r} must include the K/V kernels {kv}: MIMA merges "
+                     "the adapted K/V in closed form")
+  if "lora" in config.attacks:
+    kernels = [p for p in _select(paths, config.lora_targets, "lora_targets") if len(paths[p]) >= 2]
+    if not kernels:
+      raise ValueError(f"lora_targets={config.lora_targets!r} selects no kernel (>= 2-D leaf)")
+    dims = {p: (paths[p][0], int(np.prod(paths[p][1:]))) for p in kernels}
+    limit = min(min(d) for d in dims.values())
+    if isinstance(config.lora_rank, bool) or not isinstance(config.lora_rank, (int, np.integer)) or not (
+        1 <= config.lora_rank <= limit):
+      raise ValueError(f"lora_rank={config.lora_rank} is incompatible with the LoRA kernels (2-D views "
+                       f"{sorted(set(dims.values()))}): it must be an int in [1, {limit}]")
 
 
 class _Setup(NamedTuple):
@@ -420,11 +488,14 @@ def _squeeze_first(sample):
 
 
 def _immunize(arm: str, config: Config, setup: _Setup, theta_u, frozen, pools, pres, key, progress):
+  import re
+
   from jaxgen.immunization import imma, mima
 
   _, concept_loss, pres_loss = _losses(setup.model)
   data_pres = {"x": jnp.asarray(pres["x"]), "y": jnp.asarray(pres["y"], jnp.int32)}
   sample = _sample_fn(config.concept_batch, config.pres_batch, config.pres_null_rate)
+  phi_paths = tuple(p for p in _param_paths(config.model) if re.search(config.attack_targets, p))
   if arm == "imma":
     def attack_loss(th, phi, fr, batch, k):
       return concept_loss(mima.apply_kv_delta(th, phi), fr, batch, k)
@@ -436,13 +507,14 @@ def _immunize(arm: str, config: Config, setup: _Setup, theta_u, frozen, pools, p
     per = max(1, config.immunize_steps // len(config.concepts))
     data_fn = _squeeze_first(sample)
     for i, c in enumerate(config.concepts):  # per-concept IMMA, applied sequentially
-      phi0 = mima.kv_delta_init(theta_u, setup.kv_paths)
+      phi0 = mima.kv_delta_init(theta_u, phi_paths)
       data = (jnp.asarray(pools[c])[None], jnp.asarray([c], jnp.int32), data_pres)
       theta_u, h = imma.imma_train(frozen, theta_u, phi0, data_fn, jax.random.fold_in(key, i), cfg, num_steps=per,
                                    data=data, chunk=config.chunk, progress=progress, desc=f"IMMA[{c}]")
       history += [{"concept": c, **r} for r in h]
     return theta_u, history
   cfg = mima.MIMAConfig(concept_loss=concept_loss, pres_loss=pres_loss, kv_paths=setup.kv_paths,
+                        delta_paths=phi_paths,
                         scheme=config.scheme if arm == "mima" else "alternating", inner_steps=config.inner_steps,
                         inner_lr=config.inner_lr, outer_lr=config.outer_lr, lam=config.lam, tau=config.tau,
                         ridge=config.ridge)
@@ -522,11 +594,12 @@ def run(config: Config, out_dir: str | Path, progress: bool = True) -> dict:
           data = {"x": jnp.asarray(attack_x[c]), "tok": jnp.full((config.attack_images,), c, jnp.int32)}
           k_att = jax.random.fold_in(key, 1000 + c)          # identical attack noise for every arm
           if attack == "relearn":
-            ckpts, _ = imma.relearn_attack(models[arm], flow_loss, data_fn, data, k_att, targets=KV_REGEX,
+            ckpts, _ = imma.relearn_attack(models[arm], flow_loss, data_fn, data, k_att,
+                                           targets=config.attack_targets,
                                            num_steps=config.attack_steps, lr=config.relearn_lr,
                                            record_every=config.record_every)
           else:
-            ckpts, _ = imma.lora_attack(models[arm], flow_loss, data_fn, data, k_att, targets=KV_REGEX,
+            ckpts, _ = imma.lora_attack(models[arm], flow_loss, data_fn, data, k_att, targets=config.lora_targets,
                                         rank=config.lora_rank, num_steps=config.attack_steps, lr=config.lora_lr,
                                         record_every=config.record_every)
           rows = []
@@ -593,49 +666,64 @@ def _summaries(config: Config, curves) -> dict[str, Any]:
 def _verdict(config: Config, s: dict[str, Any]) -> tuple[bool, list[str]]:
   """Whether the claim held, from the summaries ``s`` of :func:`_summaries` (adds its keys to ``s``).
 
-  Two preconditions make the similarity gap ratios meaningful at all; if either fails, the verdict is "not held"
-  whatever the ratios say:
+  The similarity gap ratio of an (attack, concept) pair divides by the erased-only model's class accuracy at
+  ``sgr_step``; it measures resistance only if the attack re-learns the concept on that *non-immunized* model
+  (accuracy >= ``MIN_BASELINE_RELEARN_ACC``). Pairs where it does not are **void** (an immunized model has nothing to
+  resist; the ratio is sampling noise — a weak attack is not immunity) and are left out of the verdict's MSGR
+  (``{arm}/msgr_valid``). Preconditions, each making the verdict "not held" when it fails:
 
   * the base model generates the other digits (erased model, step 0: mean class accuracy >=
     ``MIN_BASE_OTHERS_ACC``): otherwise there is nothing to preserve or to lose;
-  * the attack re-learns each concept on the *non-immunized* (erased-only) model within the budget: its class
-    accuracy at ``sgr_step`` is >= ``MIN_BASELINE_RELEARN_ACC`` for every attack and concept. The SGR divides by
-    that accuracy; when the baseline itself does not re-learn, an immunized model has nothing to resist and the
-    ratios measure sampling noise (a weak attack is not immunity).
+  * every concept has at least one valid attack (so every immunized concept is tested).
 
-  Returns ``(held, lines)``, one markdown bullet per precondition for the report.
+  ``held``: preconditions, MSGR over the valid pairs >= 0.3 for the best arm (bilevel MIMA when run) and the other
+  digits within ``others_margin``. Returns ``(held, lines)``, one markdown bullet per precondition for the report.
   """
   arms = [a for a in config.arms if a != "erased"]
   best = "mima" if "mima" in arms else (arms[0] if arms else None)
-  msgr = s.get(f"{best}/msgr_mean_over_attacks", float("nan")) if best else float("nan")
-  drop = s.get(f"{best}/others_drop_vs_erased", float("nan")) if best else float("nan")
   base_acc = next((s[k] for k in (f"erased/{a}/others_acc_step0" for a in config.attacks) if k in s), float("nan"))
   s["base_model_others_acc"] = base_acc
   s["base_model_valid"] = bool(base_acc >= MIN_BASE_OTHERS_ACC)
   relearn = {f"{a}/{c}": s[f"erased/{a}/acc_at_sgr_{c}"] for a in config.attacks for c in config.concepts}
+  valid = [(a, c) for a in config.attacks for c in config.concepts
+           if relearn[f"{a}/{c}"] >= MIN_BASELINE_RELEARN_ACC]
   s["baseline_relearn_acc"] = relearn
-  s["baseline_relearns"] = bool(all(v >= MIN_BASELINE_RELEARN_ACC for v in relearn.values()))
-  held = bool(s["base_model_valid"] and s["baseline_relearns"] and best is not None and msgr >= 0.3
+  s["baseline_relearns"] = bool(len(valid) == len(relearn))
+  s["valid_pairs"] = [f"{a}/{c}" for a, c in valid]
+  s["every_concept_tested"] = bool(all(any(c == vc for _, vc in valid) for c in config.concepts))
+  for arm in arms:
+    sgrs = [s[f"{arm}/{a}/sgr"][str(c)] for a, c in valid]
+    s[f"{arm}/msgr_valid"] = float(np.mean(sgrs)) if sgrs else float("nan")
+  msgr = s.get(f"{best}/msgr_valid", float("nan")) if best else float("nan")
+  drop = s.get(f"{best}/others_drop_vs_erased", float("nan")) if best else float("nan")
+  held = bool(s["base_model_valid"] and s["every_concept_tested"] and best is not None and msgr >= 0.3
               and drop <= config.others_margin)
-  s["held_criterion"] = (f"MSGR({best}) >= 0.3 (mean over attacks, at step {config.sgr_step}) and other digits drop "
-                         f"<= {config.others_margin}, with a base model whose other digits reach class accuracy "
-                         f">= {MIN_BASE_OTHERS_ACC} and an erased-only model that re-learns every concept under "
-                         f"every attack to class accuracy >= {MIN_BASELINE_RELEARN_ACC} by step {config.sgr_step}")
-  weak = ", ".join(f"{k} {v:.2f}" for k, v in relearn.items() if not v >= MIN_BASELINE_RELEARN_ACC)
+  s["held_criterion"] = (f"MSGR({best}) >= 0.3 at attack step {config.sgr_step}, averaged over the valid (attack, "
+                         f"concept) pairs — those where the erased-only model re-learns the concept to class "
+                         f"accuracy >= {MIN_BASELINE_RELEARN_ACC} — with every concept in at least one valid pair, "
+                         f"other digits dropping <= {config.others_margin}, and a base model whose other digits "
+                         f"reach class accuracy >= {MIN_BASE_OTHERS_ACC}")
+  void = [k for k, v in relearn.items() if not v >= MIN_BASELINE_RELEARN_ACC]
   lines = [
       f"- Base model generates the other digits (erased model, step 0, mean class accuracy {base_acc:.3f} >= "
       f"{MIN_BASE_OTHERS_ACC}): **{'yes' if s['base_model_valid'] else 'NO'}**.",
-      f"- The non-immunized (erased-only) model re-learns every concept within the attack budget (class accuracy "
+      f"- The non-immunized (erased-only) model re-learns the concept within the attack budget (class accuracy "
       f">= {MIN_BASELINE_RELEARN_ACC} at step {config.sgr_step}; "
-      + ", ".join(f"{k}: {v:.2f}" for k, v in relearn.items()) + f"): **{'yes' if s['baseline_relearns'] else 'NO'}**.",
+      + ", ".join(f"{k}: {v:.2f}" for k, v in relearn.items()) + f"): valid pairs "
+      + (", ".join(s["valid_pairs"]) or "none") + ".",
   ]
-  if not s["baseline_relearns"]:
-    lines.append(f"- The attack does not re-learn {weak} even without immunization, so the similarity gap ratios "
-                 "compare two models that both fail to re-learn: they are sampling noise, not evidence of immunity. "
-                 "The claim cannot hold in this run, whatever the MSGR.")
+  if void:
+    lines.append(f"- Void (left out of the verdict's MSGR): {', '.join(f'{k} {relearn[k]:.2f}' for k in void)} — the "
+                 "attack does not re-learn these even without immunization, so their gap ratios compare two models "
+                 "that both fail to re-learn (sampling noise, not evidence of immunity).")
+  if not s["every_concept_tested"]:
+    lines.append("- Some concept has no valid attack: its immunity is untested. The claim cannot hold in this run, "
+                 "whatever the MSGR.")
   if not s["base_model_valid"]:
     lines.append("- The base model does not generate the other digits: nothing to preserve or lose. The claim cannot "
                  "hold in this run, whatever the MSGR.")
+  if arms:
+    lines.append("- MSGR over the valid pairs: " + ", ".join(f"{a} {s[f'{a}/msgr_valid']:.2f}" for a in arms) + ".")
   return held, lines
 
 
@@ -671,12 +759,13 @@ def _finish(config: Config, out: Path, curves, immunize_history, evaluator, mode
   mima_vs_imma = {}
   if "imma" in arms:
     for a in (x for x in ("mima", "mima_fo") if x in arms):
-      mima_vs_imma[a] = bool(s[f"{a}/msgr_mean_over_attacks"] > s["imma/msgr_mean_over_attacks"])
+      mima_vs_imma[a] = bool(s[f"{a}/msgr_valid"] > s["imma/msgr_valid"])
   s["mima_beats_imma"] = mima_vs_imma
   parts = []
   for a in arms:
     parts.append(f"{a}: MSGR " + ", ".join(f"{att} {s[f'{a}/{att}/msgr']:.2f}" for att in config.attacks)
-                 + f", others drop {s[f'{a}/others_drop_vs_erased']:+.3f}")
+                 + f" (over the valid pairs {s[f'{a}/msgr_valid']:.2f}), others drop "
+                 f"{s[f'{a}/others_drop_vs_erased']:+.3f}")
   measured = (f"Class accuracy of the immunized digits {config.concepts} at attack step {config.sgr_step} -> "
               f"similarity gap ratios vs the erased-only model: " + "; ".join(parts) + ".")
   table = ["| model | attack | " + " | ".join(f"acc '{c}' at " + "/".join(map(str, steps)) for c in config.concepts)
@@ -689,8 +778,8 @@ def _finish(config: Config, out: Path, curves, immunize_history, evaluator, mode
       table.append(f"| {ARM_LABELS[a]} | {att} | {accs} | {msgr_a} | {s[f'{a}/{att}/others_acc_step0']:.3f} |")
   verdicts = []
   for a, beats in mima_vs_imma.items():
-    verdicts.append(f"- {ARM_LABELS[a]} {'beats' if beats else 'does NOT beat'} per-concept IMMA on mean MSGR "
-                    f"({s[f'{a}/msgr_mean_over_attacks']:.3f} vs {s['imma/msgr_mean_over_attacks']:.3f}).")
+    verdicts.append(f"- {ARM_LABELS[a]} {'beats' if beats else 'does NOT beat'} per-concept IMMA on MSGR over the valid pairs "
+                    f"({s[f'{a}/msgr_valid']:.3f} vs {s['imma/msgr_valid']:.3f}).")
   notes = "\n".join([
       "## Preconditions of the verdict", "", *checks, "",
       "## Attack curves", "", *table, "",
@@ -704,7 +793,8 @@ def _finish(config: Config, out: Path, curves, immunize_history, evaluator, mode
       "cross-attention, so the DiT of jaxgen.nn carries the K/V projections the merge acts on.",
       "- Erasure in closed form with the merge itself (UCE-style): concept tokens get the null prompt's keys/values "
       "exactly, every other token keeps its own exactly; the spec fine-tunes K/V for 400 steps instead.",
-      f"- Immunization: theta_u = all cross-attention q/k/v/out; lower level = K/V deltas, K = {config.inner_steps} "
+      f"- Immunization: theta_u = all cross-attention q/k/v/out; lower level = additive deltas on the leaves the "
+      f"re-learning attack adapts (`{config.attack_targets}`), K = {config.inner_steps} "
       f"SGD steps (lr {config.inner_lr}) per concept; outer Adam {config.outer_lr}, clip 1, lambda = {config.lam}, "
       f"tau = {config.tau}; preservation = distillation to the erased model on other digits' images/prompts with "
       f"{config.pres_null_rate:.0%} null prompts. IMMA runs per concept sequentially ({config.immunize_steps} outer "
@@ -712,8 +802,11 @@ def _finish(config: Config, out: Path, curves, immunize_history, evaluator, mode
       f"'{config.scheme}' (jax.grad through the inner scans and the closed-form merge), first-order = the released "
       "alternating scheme (merged K/V written without gradient).",
       f"- Attacks per concept on {config.attack_images} held-out training images with the concept's own token: "
-      f"re-learning = Adam {config.relearn_lr} on the full K/V kernels; LoRA personalization = rank-"
-      f"{config.lora_rank} LoRA (core.lora) on K/V, Adam {config.lora_lr}. Identical attack noise for every model.",
+      f"re-learning = Adam {config.relearn_lr} on every leaf matching `{config.attack_targets}`; LoRA "
+      f"personalization = rank-{config.lora_rank} LoRA (core.lora) on `{config.lora_targets}`, Adam "
+      f"{config.lora_lr}. Identical attack noise for every model. The spec attacks K/V only; on this model the "
+      "erased-only model does not re-learn the concepts that way within 300 steps (session-4 probes, "
+      "benchmarks/immunization_probes/), which would void the comparison.",
       f"- Metrics: class accuracy of {config.samples_per_concept} samples of the concept (evaluation CNN), FD of "
       f"their classifier features to the concept's test images, mean class accuracy of the other digits "
       f"({config.samples_per_other} samples each). SGR = (acc_erased - acc_immunized) / acc_erased at attack step "

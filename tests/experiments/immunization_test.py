@@ -66,6 +66,12 @@ def test_losses_split_and_distillation_is_zero_at_reference():
     ({"concepts": (3, 3)}, "distinct"),
     ({"lora_rank": 0}, "lora_rank"),
     ({"lora_rank": 17}, "lora_rank"),
+    ({"lora_targets": "cross_attn/(key|value)/kernel", "lora_rank": 17}, "lora_rank"),
+    ({"lora_targets": "nothing_here"}, "lora_targets"),
+    ({"attack_targets": "("}, "attack_targets"),
+    ({"attack_targets": "nothing_here"}, "attack_targets"),
+    ({"attack_targets": "cross_attn/query"}, "K/V kernels"),
+    ({"attack_targets": "(cross_attn|mlp_0)/"}, "outside cross-attention"),
     ({"arms": ("imma",)}, "erased"),
     ({"attacks": ("bogus",)}, "attacks"),
     ({"eval_steps": (0, 30)}, "eval_steps"),
@@ -81,10 +87,23 @@ def test_presets():
   quick, full = exp.Config.quick(), exp.Config.full()
   exp._validate(quick)
   exp._validate(full)
-  # quick trains a shorter-lived copy of the same base model (it must fit `reproduce all --quick`)
-  assert dataclasses.replace(quick.model, num_steps=full.model.num_steps) == full.model
-  assert quick.model.num_steps < full.model.num_steps
-  assert full.sgr_step == 100 and full.attack_steps == 200
+  # quick trains a smaller, shorter-lived base model (it must fit `reproduce all --quick`); same data and context
+  assert dataclasses.replace(quick.model, num_steps=full.model.num_steps, hidden_size=full.model.hidden_size,
+                             depth=full.model.depth) == full.model
+  assert quick.model.num_steps < full.model.num_steps and quick.model.hidden_size < full.model.hidden_size
+  # full: the attack that re-learns on the erased-only model (every cross-attention leaf), unrolled bilevel scheme
+  assert full.sgr_step == 200 and full.attack_steps == 300 and full.scheme == "unrolled"
+  assert full.attack_targets == exp.UPPER and full.relearn_lr == 3e-3
+
+
+def test_lower_level_matches_attack_targets():
+  """IMMA's phi and MIMA's delta set are the leaves the re-learning attack adapts (K/V merged, the rest meaned)."""
+  paths = exp._param_paths(TINY_MODEL)
+  phi = exp._select(paths, exp.UPPER, "attack_targets")
+  assert all("cross_attn/" in p for p in phi) and len(phi) == 8 * TINY_MODEL.depth   # q/k/v/out kernels + biases
+  kv = [p for p in paths if p.endswith(("cross_attn/key/kernel", "cross_attn/value/kernel"))]
+  assert len(kv) == 2 * TINY_MODEL.depth
+  assert set(kv) <= set(phi)
 
 
 TINY = dict(model=TINY_MODEL, arms=exp.ARMS, immunize_steps=4, attack_steps=4, record_every=2, eval_steps=(0, 2, 4),
@@ -141,7 +160,7 @@ def test_verdict_needs_a_baseline_that_relearns(erased_acc, others, held, relear
   assert s["baseline_relearn_acc"] == {f"{a}/{c}": erased_acc[c] for a in config.attacks for c in config.concepts}
   text = "\n".join(lines)
   assert ("cannot hold" in text) is (not held)
-  assert "re-learns every concept within the attack budget" in text
+  assert "re-learns the concept within the attack budget" in text
   for c, v in erased_acc.items():  # the report names every concept the baseline did not re-learn
     assert ("does not re-learn" in text and f"relearn/{c} {v:.2f}" in text) is (not relearns and v < 0.5)
 
@@ -153,3 +172,26 @@ def test_verdict_preconditions_do_not_mask_a_failed_claim():
   s = exp._summaries(config, curves)
   held, _ = exp._verdict(config, s)
   assert s["baseline_relearns"] and s["base_model_valid"] and not held
+
+
+def test_verdict_leaves_out_void_pairs():
+  """A pair whose baseline does not re-learn is void: excluded from the verdict's MSGR, named in the report."""
+  config = VERDICT_CONFIG
+  curves = _fake_curves(config, {"erased": {3: 0.9, 8: 0.8}, "imma": {3: 0.0, 8: 0.0}})
+  for row in curves["erased"]["lora"][8]:                      # LoRA does not re-learn 8 on the erased model
+    row["acc"] = 0.1 if row["step"] == config.sgr_step else row["acc"]
+  for row in curves["imma"]["lora"][8]:                        # and the immunized model "beats" it by noise
+    row["acc"] = 0.2 if row["step"] == config.sgr_step else row["acc"]
+  s = exp._summaries(config, curves)
+  held, lines = exp._verdict(config, s)
+  assert s["imma/lora/sgr"]["8"] == pytest.approx(-1.0)        # the void ratio would drag the plain mean down
+  assert s["valid_pairs"] == ["relearn/3", "relearn/8", "lora/3"]
+  assert s["imma/msgr_valid"] == pytest.approx(1.0)
+  assert held and s["every_concept_tested"] and not s["baseline_relearns"]
+  assert "Void" in "\n".join(lines) and "lora/8 0.10" in "\n".join(lines)
+  # If no attack re-learns digit 8 at all, 8 is untested: not held whatever the ratios.
+  for row in curves["erased"]["relearn"][8]:
+    row["acc"] = 0.1 if row["step"] == config.sgr_step else row["acc"]
+  s = exp._summaries(config, curves)
+  held, lines = exp._verdict(config, s)
+  assert not held and not s["every_concept_tested"] and "cannot hold" in "\n".join(lines)
