@@ -778,8 +778,8 @@ def _finish(config: Config, out: Path, curves, immunize_history, evaluator, mode
       table.append(f"| {ARM_LABELS[a]} | {att} | {accs} | {msgr_a} | {s[f'{a}/{att}/others_acc_step0']:.3f} |")
   verdicts = []
   for a, beats in mima_vs_imma.items():
-    verdicts.append(f"- {ARM_LABELS[a]} {'beats' if beats else 'does NOT beat'} per-concept IMMA on MSGR over the valid pairs "
-                    f"({s[f'{a}/msgr_valid']:.3f} vs {s['imma/msgr_valid']:.3f}).")
+    verdicts.append(f"- {ARM_LABELS[a]} {'beats' if beats else 'does NOT beat'} per-concept IMMA on MSGR over the "
+                    f"valid pairs ({s[f'{a}/msgr_valid']:.3f} vs {s['imma/msgr_valid']:.3f}).")
   notes = "\n".join([
       "## Preconditions of the verdict", "", *checks, "",
       "## Attack curves", "", *table, "",
