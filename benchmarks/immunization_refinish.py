@@ -2,8 +2,9 @@
 
 Used when the verdict or report code changed after a long run: the attack curves and immunization histories in
 ``metrics.jsonl`` are everything ``_finish`` reads. The run's config is rebuilt from the full preset plus
-``--set KEY=VALUE`` overrides and must equal the run's ``config.json`` (otherwise this refuses). Wall time and
-timing are kept from the run's ``run.json``. The base model and classifier are loaded from ``$JAXGEN_CACHE``.
+``--set KEY=VALUE`` overrides and must equal the run's ``config.json`` (otherwise this refuses). Wall time,
+timing and environment are kept from the run's ``run.json`` (the re-write's environment goes to
+``rewritten_environment``). The base model and classifier are loaded from ``$JAXGEN_CACHE``.
 
     JAXGEN_CACHE=DIR python3 benchmarks/immunization_refinish.py RUN_DIR [--set seed=1 ...]
 """
@@ -49,6 +50,10 @@ def main() -> None:
   evaluator = _classifier.get_evaluator(config.classifier, progress=False)
   model = exp.train_model(config.model, progress=False)
   result = exp._finish(config, out, curves, history, evaluator, model, run["wall_time_s"], timing)
+  rewritten = json.loads((out / "run.json").read_text())
+  rewritten["rewritten_environment"] = rewritten["environment"]
+  rewritten["environment"] = run["environment"]          # the run's own machine and time, not the re-write's
+  (out / "run.json").write_text(json.dumps(rewritten, indent=2) + "\n")
   print(json.dumps({"held": result["held"], "measured": result["measured"]}, indent=1))
 
 
