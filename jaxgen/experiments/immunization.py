@@ -488,14 +488,12 @@ def _squeeze_first(sample):
 
 
 def _immunize(arm: str, config: Config, setup: _Setup, theta_u, frozen, pools, pres, key, progress):
-  import re
-
   from jaxgen.immunization import imma, mima
 
   _, concept_loss, pres_loss = _losses(setup.model)
   data_pres = {"x": jnp.asarray(pres["x"]), "y": jnp.asarray(pres["y"], jnp.int32)}
   sample = _sample_fn(config.concept_batch, config.pres_batch, config.pres_null_rate)
-  phi_paths = tuple(p for p in _param_paths(config.model) if re.search(config.attack_targets, p))
+  phi_paths = _select(_param_paths(config.model), config.attack_targets, "attack_targets")
   if arm == "imma":
     def attack_loss(th, phi, fr, batch, k):
       return concept_loss(mima.apply_kv_delta(th, phi), fr, batch, k)
