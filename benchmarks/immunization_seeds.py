@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARMS = ("imma", "mima", "mima_fo")
+ARMS = ("imma", "imma_joint", "mima", "mima_fo")
 
 
 def one_run(path: Path) -> dict:

@@ -6,7 +6,8 @@ constants in the code, copied from the folder's ``SOURCE.md``; a mismatch raises
 parsed, a missing dataset raises ``FileNotFoundError`` naming the directories searched.
 
 Public API:
-  * images: :func:`load_mnist`, :func:`load_fashion_mnist` -> :class:`ImageDataset`; :func:`load_omniglot` ->
+  * images: :func:`load_mnist`, :func:`load_fashion_mnist`, :func:`load_digits8` (shipped in the package) ->
+    :class:`ImageDataset`; :func:`load_omniglot` ->
     :class:`OmniglotDataset`.
   * graphs: :func:`load_planetoid`, :func:`load_prognn`, :func:`load_heterophily` -> :class:`NodeClassificationData`
     (a ``jraph.GraphsTuple`` plus labels and masks).
@@ -29,11 +30,13 @@ from jaxgen.data.graphs import (
     load_prognn,
 )
 from jaxgen.data.images import (
+    DIGITS8_NUM_TRAIN,
     FASHION_MNIST_CLASSES,
     OMNIGLOT_SPLITS,
     ImageDataset,
     OmniglotDataset,
     area_resize_matrix,
+    load_digits8,
     load_fashion_mnist,
     load_mnist,
     load_omniglot,
@@ -51,6 +54,7 @@ from jaxgen.data.text import char_vocabulary, decode_chars, encode_chars, load_t
 
 __all__ = [
     "CausalDataset",
+    "DIGITS8_NUM_TRAIN",
     "FASHION_MNIST_CLASSES",
     "GERMAN_CREDIT_ATTRIBUTES",
     "HETEROPHILY_NAMES",
@@ -69,6 +73,7 @@ __all__ = [
     "decode_chars",
     "encode_chars",
     "list_datasets",
+    "load_digits8",
     "load_fashion_mnist",
     "load_german_credit",
     "load_heloc",

@@ -1,4 +1,5 @@
-"""Image datasets: MNIST, Fashion-MNIST (original IDX files) and Omniglot (Vinyals et al. few-shot split).
+"""Image datasets: MNIST, Fashion-MNIST (original IDX files), Omniglot (Vinyals et al. few-shot split) and the 8x8
+digits (shipped inside the package).
 
 All loaders verify the sha256 of every file they read before parsing it (see :mod:`jaxgen.data._files`) and return
 host-side NumPy arrays; move them to devices (``jax.device_put``) where they are used.
@@ -10,6 +11,10 @@ MNIST / Fashion-MNIST are parsed from the IDX format (big-endian header: magic `
 Omniglot comes as two npz files (background: characters 1..964, evaluation: 965..1623; each ``images`` bool
 [num_characters, 20, 105, 105] with True = white background) plus the class lists of Vinyals et al. (2016), in which
 every (character, rotation by 0/90/180/270 degrees) pair is a separate class. :func:`load_omniglot` returns ink = 1.
+
+The 8x8 digits (scikit-learn's ``load_digits`` set, 1797 images, pixel values 0..16) are small enough to ship with
+the package: ``jaxgen/data/files/digits.csv.gz`` (provenance and sha256 in ``DIGITS_SOURCE.md`` beside it).
+:func:`load_digits8` verifies and parses it and applies a fixed seed-0 permutation and an 80/20 train/test split.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ OMNIGLOT_SPLITS = ("train", "val", "test", "trainval", "background", "evaluation
 _OMNIGLOT_NATIVE_SIZE = 105
 _OMNIGLOT_DRAWERS = 20
 _OMNIGLOT_NPZ = {"background": ("images_background.npz", 964), "evaluation": ("images_evaluation.npz", 659)}
+_DIGITS8_FILE = Path(__file__).parent / "files" / "digits.csv.gz"
+_DIGITS8_SIZE = 57523
+_DIGITS8_SHA256 = "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
+DIGITS8_NUM_TRAIN = 1437  # 80 % of 1797 after the seed-0 permutation; the remaining 360 are the test split
 _OMNIGLOT_LINE = re.compile(r"^(?P<alphabet>[^/]+)/character(?P<number>\d+)/rot(?P<rotation>000|090|180|270)$")
 
 
@@ -269,3 +278,44 @@ def load_omniglot(
     if idx.size:
       out[idx] = np.rot90(base[class_to_char[idx]], k=quarter_turns, axes=(2, 3))
   return OmniglotDataset(out, tuple(name for name, _, _, _ in classes), character_ids, rotations)
+
+
+def load_digits8(path: PathLike | None = None) -> ImageDataset:
+  """Loads the 8x8 handwritten digits (the UCI optdigits test set as shipped by scikit-learn's ``load_digits``).
+
+  The 1797 images are permuted with ``np.random.default_rng(0).permutation(1797)``; the first
+  :data:`DIGITS8_NUM_TRAIN` = 1437 form the train split, the other 360 the test split (the spec's "fixed permutation
+  (seed 0) and fixed splits").
+
+  Args:
+    path: the ``digits.csv.gz`` to read; default: the copy inside the package.
+
+  Returns:
+    :class:`ImageDataset`: ``train_images`` uint8 [1437, 8, 8] with values 0..16 (0 = background),
+    ``train_labels`` int32 [1437], ``test_images`` uint8 [360, 8, 8], ``test_labels`` int32 [360].
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: the file's size or sha256 is not the shipped one's, or its content is not 1797 rows of 64 pixels in
+      0..16 and a label in 0..9.
+  """
+  file = Path(path) if path is not None else _DIGITS8_FILE
+  if not file.is_file():
+    raise FileNotFoundError(f"8x8 digits file not found: {file}")
+  size = file.stat().st_size
+  digest = _files.sha256_file(file)
+  if size != _DIGITS8_SIZE or digest != _DIGITS8_SHA256:
+    raise ValueError(f"{file}: size {size} / sha256 {digest} do not match the shipped digits.csv.gz "
+                     f"({_DIGITS8_SIZE} bytes, sha256 {_DIGITS8_SHA256})")
+  with gzip.open(file, "rt") as f:
+    rows = np.loadtxt(f, delimiter=",", dtype=np.float64)
+  if rows.shape != (1797, 65) or np.any(rows != np.round(rows)):
+    raise ValueError(f"{file}: expected 1797 rows of 65 integers, got {rows.shape}")
+  pixels, labels = rows[:, :64].astype(np.int64), rows[:, 64].astype(np.int64)
+  if pixels.min() < 0 or pixels.max() > 16 or labels.min() < 0 or labels.max() > 9:
+    raise ValueError(f"{file}: pixels must lie in 0..16 and labels in 0..9")
+  order = np.random.default_rng(0).permutation(rows.shape[0])
+  images = pixels.reshape(-1, 8, 8).astype(np.uint8)[order]
+  labels = labels.astype(np.int32)[order]
+  n = DIGITS8_NUM_TRAIN
+  return ImageDataset(images[:n], labels[:n], images[n:], labels[n:])

@@ -7,7 +7,8 @@ One small CNN (:class:`jaxgen.nn.cnn.SmallCNN`) per dataset, trained once on the
 * **FD**: Fréchet distance between Gaussian fits of the classifier's penultimate features on the samples and on
   the test split (an FID computed in this small network's feature space, so only comparable within this library).
 
-Images enter in the flow models' range ``[-1, 1]``, shape ``[N, 28, 28, 1]``.
+Images enter in the flow models' range ``[-1, 1]``, shape ``[N, 28, 28, 1]`` (MNIST, Fashion-MNIST) or
+``[N, 8, 8, 1]`` (the 8x8 digits, pixel ``v`` in 0..16 scaled as ``v / 8 - 1`` as in the immunization spec §1.2).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from jaxgen.core import metrics as metrics_lib
 from jaxgen.core import train
 from jaxgen.experiments import _cache
 
-DATASETS = ("mnist", "fashion_mnist")
+DATASETS = ("mnist", "fashion_mnist", "digits8")
+IMAGE_SIZES = {"mnist": 28, "fashion_mnist": 28, "digits8": 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,15 +41,19 @@ class ClassifierConfig:
 
 
 def load_images(dataset: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """``(train_x, train_y, test_x, test_y)`` with images as float32 ``[N, 28, 28, 1]`` in ``[-1, 1]``."""
+  """``(train_x, train_y, test_x, test_y)`` with images as float32 ``[N, S, S, 1]`` in ``[-1, 1]``
+  (``S = IMAGE_SIZES[dataset]``)."""
   from jaxgen import data
 
   if dataset not in DATASETS:
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-  ds = data.load_mnist() if dataset == "mnist" else data.load_fashion_mnist()
+  if dataset == "digits8":
+    ds, top = data.load_digits8(), 16.0
+  else:
+    ds, top = (data.load_mnist() if dataset == "mnist" else data.load_fashion_mnist()), 255.0
 
   def scale(images):
-    return (images.astype(np.float32) / 127.5 - 1.0)[..., None]
+    return (images.astype(np.float32) / (top / 2) - 1.0)[..., None]
 
   return (scale(ds.train_images), ds.train_labels.astype(np.int32), scale(ds.test_images),
           ds.test_labels.astype(np.int32))
@@ -105,7 +111,8 @@ def get_evaluator(config: ClassifierConfig, *, progress: bool = True) -> Evaluat
   train_x, train_y, test_x, test_y = load_images(config.dataset)
   module = SmallCNN(num_classes=10, channels=tuple(config.channels), feature_dim=config.feature_dim)
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  params = module.init(init_key, jnp.zeros((1, 28, 28, 1), jnp.float32))
+  size = IMAGE_SIZES[config.dataset]
+  params = module.init(init_key, jnp.zeros((1, size, size, 1), jnp.float32))
   optimizer = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.num_steps))
 
   def loss_fn(params, batch, key):

@@ -24,7 +24,9 @@ import optax
 from jaxgen.core import checkpoint as checkpoint_lib
 from jaxgen.core import flow, ode, train
 from jaxgen.experiments import _cache
-from jaxgen.experiments._classifier import DATASETS, load_images
+from jaxgen.experiments._classifier import load_images
+
+DATASETS = ("mnist", "fashion_mnist")  # the 28x28 sets these models are built for
 
 ARCHS = ("mlp", "unet")
 

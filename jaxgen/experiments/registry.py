@@ -49,6 +49,8 @@ _EXPERIMENTS: tuple[ExperimentInfo, ...] = (
                    "Learning to Obstruct: bilevel obstruction of four few-shot learners on restricted classes"),
     ExperimentInfo("immunization", "jaxgen.experiments.immunization",
                    "IMMA / MIMA model immunization of a conditional flow model against re-learning and LoRA"),
+    ExperimentInfo("immunization-digits8", "jaxgen.experiments.immunization_digits8",
+                   "IMMA / MIMA on the spec's 8x8-digits toy: K/V re-learning and LoRA attacks, MSGR at 100 steps"),
     ExperimentInfo("grokking", "jaxgen.experiments.grokking",
                    "Grokking mod 113: AdamW vs perp-AdamW vs StableMax, Softmax Collapse fraction (spec E2)"),
     ExperimentInfo("sgd-stability", "jaxgen.experiments.sgd_stability",

@@ -208,3 +208,35 @@ def test_omniglot_corrupt_split_file(copy_dataset, corrupt):
   with pytest.raises(ValueError, match=r"vinyals_splits/val\.txt"):
     data.load_omniglot(data_dir=root, split="val")
   data.load_omniglot(data_dir=root, split="background", image_size=7)  # other files still load
+
+
+# The first image of scikit-learn's digits set (``load_digits().images[0]``, a "0"), as printed in its docs.
+_DIGITS_FIRST_IMAGE = np.array([
+    [0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0], [0, 4, 12, 0, 0, 8, 8, 0],
+    [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0], [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]])
+
+
+def test_digits8_split_and_content():
+  ds = data.load_digits8()
+  assert ds.train_images.shape == (1437, 8, 8) and ds.test_images.shape == (360, 8, 8)
+  assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
+  labels = np.concatenate([ds.train_labels, ds.test_labels])
+  np.testing.assert_array_equal(np.bincount(labels), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+  both = np.concatenate([ds.train_images, ds.test_images])
+  assert both.min() == 0 and both.max() == 16
+  # The fixed seed-0 permutation: row i of the file sits at position argsort(perm)[i].
+  where = int(np.argsort(np.random.default_rng(0).permutation(1797))[0])
+  np.testing.assert_array_equal(both[where], _DIGITS_FIRST_IMAGE)
+  assert labels[where] == 0
+  again = data.load_digits8()
+  np.testing.assert_array_equal(again.test_labels, ds.test_labels)
+
+
+def test_digits8_rejects_a_changed_file(tmp_path):
+  raw = gzip.decompress(images._DIGITS8_FILE.read_bytes())
+  bad = tmp_path / "digits.csv.gz"
+  bad.write_bytes(gzip.compress(raw.replace(b"16", b"15", 1)))
+  with pytest.raises(ValueError, match="sha256"):
+    data.load_digits8(bad)
+  with pytest.raises(FileNotFoundError):
+    data.load_digits8(tmp_path / "missing.csv.gz")
