@@ -6,7 +6,8 @@ Used when the verdict or report code changed after a long run: the attack curves
 timing and environment are kept from the run's ``run.json`` (the re-write's environment goes to
 ``rewritten_environment``). The base model and classifier are loaded from ``$JAXGEN_CACHE``.
 
-    JAXGEN_CACHE=DIR python3 benchmarks/immunization_refinish.py RUN_DIR [--set seed=1 ...]
+    JAXGEN_CACHE=DIR python3 benchmarks/immunization_refinish.py RUN_DIR [--experiment immunization-digits8]
+        [--set seed=1 ...]
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ from pathlib import Path
 from jaxgen.cli import _parse_sets
 from jaxgen.experiments import _classifier, _report
 from jaxgen.experiments import immunization as exp
+from jaxgen.experiments import registry
 from jaxgen.experiments.registry import make_config
 
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("run_dir")
+  ap.add_argument("--experiment", default=exp.NAME, choices=(exp.NAME, "immunization-digits8"))
   ap.add_argument("--set", action="append", default=[])
   args = ap.parse_args()
   out = Path(args.run_dir)
   sets = _parse_sets(args.set)
-  config = make_config(exp.NAME, quick=False, seed=sets.pop("seed", None), **sets)
+  config = make_config(args.experiment, quick=False, seed=sets.pop("seed", None), **sets)
+  module = registry.load(args.experiment)
   stored = json.loads((out / "config.json").read_text())
   stored = stored["config"]
   if _report.config_dict(config) != stored:
@@ -49,7 +53,8 @@ def main() -> None:
   timing = {k: v for k, v in run.items() if k not in ("wall_time_s", "environment")}
   evaluator = _classifier.get_evaluator(config.classifier, progress=False)
   model = exp.train_model(config.model, progress=False)
-  result = exp._finish(config, out, curves, history, evaluator, model, run["wall_time_s"], timing)
+  result = exp._finish(config, out, curves, history, evaluator, model, run["wall_time_s"], timing,
+                       name=module.NAME, claim=module.CLAIM)
   rewritten = json.loads((out / "run.json").read_text())
   rewritten["rewritten_environment"] = rewritten["environment"]
   rewritten["environment"] = run["environment"]          # the run's own machine and time, not the re-write's

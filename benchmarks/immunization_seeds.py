@@ -5,7 +5,8 @@
 Reads each run's ``result.json`` (written by ``jaxgen reproduce immunization``), writes ``OUT.json`` and prints a
 markdown table. Per run and arm: MSGR over the valid (attack, concept) pairs at ``sgr_step`` (the verdict's number),
 the per-pair SGR, the trajectory SGR (on the mean class accuracy over all evaluated attack steps, valid pairs), and
-the other digits' drop before the attack. A pair is valid when the erased-only model re-learns the concept
+the other digits' drop before the attack and during it (at ``sgr_step``, vs the erased-only model; NaN for runs
+written before that metric existed). A pair is valid when the erased-only model re-learns the concept
 (``valid_pairs`` of the run); the aggregate only uses pairs valid in that run.
 """
 
@@ -37,7 +38,8 @@ def one_run(path: Path) -> dict:
       traj.append((ref - m[f"{arm}/{a}/mean_acc_{c}"]) / ref)
     row["arms"][arm] = {"msgr_valid": m[f"{arm}/msgr_valid"], "pair_sgr": pair_sgr,
                         "traj_msgr_valid": float(np.mean(traj)) if traj else float("nan"),
-                        "others_drop": m[f"{arm}/others_drop_vs_erased"]}
+                        "others_drop": m[f"{arm}/others_drop_vs_erased"],
+                        "others_drop_under_attack": m.get(f"{arm}/others_drop_under_attack", float("nan"))}
   return row
 
 
@@ -49,19 +51,22 @@ def main() -> None:
     if not rows:
       continue
     agg[arm] = {}
-    for key in ("msgr_valid", "traj_msgr_valid", "others_drop"):
+    for key in ("msgr_valid", "traj_msgr_valid", "others_drop", "others_drop_under_attack"):
       v = np.array([x[key] for x in rows], float)
-      agg[arm][key] = {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else None,
-                       "values": v.tolist()}
+      ok = v[~np.isnan(v)]
+      agg[arm][key] = {"mean": float(np.mean(ok)) if ok.size else None,
+                       "std": float(np.std(ok, ddof=1)) if ok.size > 1 else None, "values": v.tolist()}
   summary = {"runs": runs, "aggregate": agg, "held": [r["held"] for r in runs]}
   out.write_text(json.dumps(summary, indent=1) + "\n")
   print("| arm | MSGR@sgr_step (valid pairs), per run | mean ± std | trajectory MSGR mean ± std | others drop "
-        "mean ± std |")
-  print("| --- | --- | --- | --- | --- |")
-  fmt = lambda d: f"{d['mean']:.2f} ± {d['std']:.2f}" if d["std"] is not None else f"{d['mean']:.2f}"
+        "mean ± std | others drop under attack (at sgr_step) |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  fmt = lambda d: ("-" if d["mean"] is None else
+                   f"{d['mean']:.2f} ± {d['std']:.2f}" if d["std"] is not None else f"{d['mean']:.2f}")
   for arm, d in agg.items():
     per = " / ".join(f"{v:.2f}" for v in d["msgr_valid"]["values"])
-    print(f"| {arm} | {per} | {fmt(d['msgr_valid'])} | {fmt(d['traj_msgr_valid'])} | {fmt(d['others_drop'])} |")
+    print(f"| {arm} | {per} | {fmt(d['msgr_valid'])} | {fmt(d['traj_msgr_valid'])} | {fmt(d['others_drop'])} | "
+          f"{fmt(d['others_drop_under_attack'])} |")
   print("held per run:", summary["held"])
 
 

@@ -695,9 +695,14 @@ def _summaries(config: Config, curves) -> dict[str, Any]:
       out[f"{arm}/{attack}/others_acc_step0"] = float(np.mean([r["others_acc"] for r in first]))
       out[f"{arm}/{attack}/others_min_step0"] = float(np.min([r["others_min"] for r in first]))
       out[f"{arm}/{attack}/others_acc_final"] = float(np.mean([r["others_acc"] for r in last]))
+      # ... and while the attack re-learns the concept (at the gap ratio's step): collateral damage of the attack.
+      out[f"{arm}/{attack}/others_acc_at_sgr"] = float(np.mean([_at(rows_by_c[c], config.sgr_step, "others_acc")
+                                                                for c in config.concepts]))
   for arm in config.arms:
     out[f"{arm}/others_drop_vs_erased"] = float(np.mean([
         out[f"erased/{a}/others_acc_step0"] - out[f"{arm}/{a}/others_acc_step0"] for a in config.attacks]))
+    out[f"{arm}/others_drop_under_attack"] = float(np.mean([
+        out[f"erased/{a}/others_acc_at_sgr"] - out[f"{arm}/{a}/others_acc_at_sgr"] for a in config.attacks]))
     if arm != "erased":
       out[f"{arm}/msgr_mean_over_attacks"] = float(np.mean([out[f"{arm}/{a}/msgr"] for a in config.attacks]))
   return out
@@ -764,6 +769,13 @@ def _verdict(config: Config, s: dict[str, Any]) -> tuple[bool, list[str]]:
                  "hold in this run, whatever the MSGR.")
   if arms:
     lines.append("- MSGR over the valid pairs: " + ", ".join(f"{a} {s[f'{a}/msgr_valid']:.2f}" for a in arms) + ".")
+    lines.append(
+        f"- Not part of the verdict (the margin applies before any attack, as in the spec): the other digits' class "
+        f"accuracy *during* the attack, at step {config.sgr_step} (mean over attacks and concepts): "
+        + ", ".join(f"{a} {np.mean([s[f'{a}/{att}/others_acc_at_sgr'] for att in config.attacks]):.2f}"
+                    for a in config.arms)
+        + ". A drop well below the erased-only model's means the attacked immunized model degrades as a whole, "
+        "so part of its low concept accuracy is general damage rather than concept-specific resistance.")
   return held, lines
 
 

@@ -195,3 +195,21 @@ def test_verdict_leaves_out_void_pairs():
   s = exp._summaries(config, curves)
   held, lines = exp._verdict(config, s)
   assert not held and not s["every_concept_tested"] and "cannot hold" in "\n".join(lines)
+
+
+def test_collateral_damage_under_attack_is_reported_not_judged():
+  """Other digits at sgr_step (during the attack): summarized and reported, but the verdict's margin stays on step 0."""
+  config = VERDICT_CONFIG
+  curves = _fake_curves(config, {"erased": {3: 0.9, 8: 0.8}, "imma": {3: 0.0, 8: 0.0}}, others=0.95)
+  for att in config.attacks:
+    for c, v in ((3, 0.25), (8, 0.35)):                 # immunized model's other digits collapse mid-attack
+      for row in curves["imma"][att][c]:
+        row["others_acc"] = v if row["step"] == config.sgr_step else row["others_acc"]
+  s = exp._summaries(config, curves)
+  assert s["imma/relearn/others_acc_at_sgr"] == pytest.approx(0.30)
+  assert s["erased/lora/others_acc_at_sgr"] == pytest.approx(0.95)
+  assert s["imma/others_drop_under_attack"] == pytest.approx(0.65)
+  assert s["imma/others_drop_vs_erased"] == pytest.approx(0.0)
+  held, lines = exp._verdict(config, s)
+  assert held
+  assert "during* the attack, at step 50 (mean over attacks and concepts): erased 0.95, imma 0.30" in "\n".join(lines)
