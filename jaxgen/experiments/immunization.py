@@ -841,7 +841,8 @@ def _finish(config: Config, out: Path, curves, immunize_history, evaluator, mode
   notes = "\n".join([
       "## Preconditions of the verdict", "", *checks, "",
       "## Attack curves", "", *table, "",
-      "## MIMA vs per-concept IMMA", "", *(verdicts or ["- (IMMA arm not run)"]), "",
+      "## MIMA vs IMMA", "",
+      *(verdicts or ["- (not compared: needs an IMMA arm and a MIMA arm in the same run)"]), "",
       "## Setup and deviations from the spec", "",
       f"- Base model: tiny DiT (patch {config.model.patch_size}, width {config.model.hidden_size}, depth "
       f"{config.model.depth}) on {config.model.dataset}, conditioned only through cross-attention on the 2-token "
