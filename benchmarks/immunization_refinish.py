@@ -19,14 +19,14 @@ from pathlib import Path
 from jaxgen.cli import _parse_sets
 from jaxgen.experiments import _classifier, _report
 from jaxgen.experiments import immunization as exp
-from jaxgen.experiments import registry
+from jaxgen.experiments import immunization_digits8, registry
 from jaxgen.experiments.registry import make_config
 
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("run_dir")
-  ap.add_argument("--experiment", default=exp.NAME, choices=(exp.NAME, "immunization-digits8"))
+  ap.add_argument("--experiment", default=exp.NAME, choices=(exp.NAME, immunization_digits8.NAME))
   ap.add_argument("--set", action="append", default=[])
   args = ap.parse_args()
   out = Path(args.run_dir)
